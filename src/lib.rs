@@ -1,0 +1,64 @@
+//! xtlock: run a firewall program under one system-wide lock, retrying only failures
+//! that committed nothing, and passing its output and exit status through unchanged.
+
+pub mod call;
+pub mod cli;
+pub mod config;
+pub mod lock;
+pub mod log;
+pub mod nesting;
+pub mod personality;
+pub mod procinfo;
+pub mod resolve;
+pub mod restore;
+pub mod retry;
+pub mod run;
+pub mod signals;
+
+use call::{Call, Failure, exit};
+use config::Layer;
+use personality::Personality;
+use std::ffi::OsString;
+
+/// The whole program; the one place where a result becomes an exit status.
+pub fn main_with_args(args: Vec<OsString>) -> u8 {
+    let arg0 = args.first().cloned().unwrap_or_default();
+    let result = match personality::personality(&arg0) {
+        Personality::Shim(_) => run_call(Call::shim(arg0, args[1..].to_vec()), Layer::default()),
+        Personality::Own => run_own(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("xtlock: {}", failure.message);
+            failure.code
+        }
+    }
+}
+
+fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
+    let cli = match cli::parse(args)? {
+        cli::Parsed::Done(code) => return Ok(code),
+        cli::Parsed::Run(cli) => cli,
+    };
+    let options = cli.layer();
+    match cli.command {
+        Some(cli::Command::Run(program_and_args)) => {
+            run_call(cli::to_call(program_and_args), options)
+        }
+        None => Err(Failure::new(
+            exit::OWN,
+            "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...",
+        )),
+    }
+}
+
+fn run_call(call: Call, options: Layer) -> Result<u8, Failure> {
+    let (config, warnings) = config::load(&config::Sources::process(), options)
+        .map_err(|problem| Failure::new(exit::OWN, problem))?;
+    let logger = log::Logger::new(config.syslog_socket.clone(), config.log_file.clone());
+    for warning in warnings {
+        logger.log(log::Event::new(log::Severity::Warning, "config").field("problem", warning));
+    }
+    call::run(&call, &config, &logger)
+}

@@ -1,0 +1,319 @@
+//! The one system-wide lock: an exclusive flock(2) on a small file, taken with a bounded,
+//! blocking wait. Blocking (not polling) means the kernel hands the lock to the next
+//! waiter the moment it is released.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const DEFAULT_LOCK_FILE: &str = "/run/xtlock.lock";
+
+#[derive(Debug)]
+pub enum LockError {
+    Symlink(PathBuf),
+    NotAFile(PathBuf),
+    CreateDir(PathBuf, io::Error),
+    Open(PathBuf, io::Error),
+    Lock(PathBuf, io::Error),
+    TimedOut {
+        path: PathBuf,
+        after: Duration,
+        holder: Option<String>,
+    },
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Symlink(p) => {
+                write!(f, "refusing lock file {}: it is a symlink", p.display())
+            }
+            LockError::NotAFile(p) => {
+                write!(
+                    f,
+                    "cannot use lock file {}: not a regular file",
+                    p.display()
+                )
+            }
+            LockError::CreateDir(p, e) => {
+                write!(
+                    f,
+                    "cannot create directory {} for the lock file: {}",
+                    p.display(),
+                    errno_text(e)
+                )
+            }
+            LockError::Open(p, e) => write!(
+                f,
+                "cannot open lock file {}: {}",
+                p.display(),
+                errno_text(e)
+            ),
+            LockError::Lock(p, e) => write!(f, "cannot lock {}: {}", p.display(), errno_text(e)),
+            LockError::TimedOut {
+                path,
+                after,
+                holder,
+            } => {
+                write!(
+                    f,
+                    "timed out after {}s waiting for {}",
+                    after.as_secs_f64(),
+                    path.display()
+                )?;
+                if let Some(holder) = holder {
+                    write!(f, " (held by {holder})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// strerror's text without Rust's " (os error N)" suffix, as flock(1) prints it.
+pub fn errno_text(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
+}
+
+pub struct LockFile {
+    file: File,
+    path: PathBuf,
+}
+
+/// Holding the lock; dropping it (or exiting) releases it.
+pub struct Held {
+    _file: File,
+    pub waited: Duration,
+}
+
+impl LockFile {
+    /// Open (creating it 0600, and its directory, if missing) without following a
+    /// symlink: a lock path that is a link could be pointed anywhere by whoever owns it.
+    pub fn open(path: &Path) -> Result<LockFile, LockError> {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(dir)
+                .map_err(|e| LockError::CreateDir(dir.to_path_buf(), e))?;
+        }
+        // O_NONBLOCK: opening a FIFO planted at the path must not hang us.
+        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+        let writable = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(flags)
+            .open(path);
+        let file = match writable {
+            Ok(file) => file,
+            // A read-only file system or a file we may not write: flock works on a
+            // read-only descriptor too, as long as the file exists.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(flags)
+                    .open(path)
+                    .map_err(|_| LockError::Open(path.to_path_buf(), e))?
+            }
+            Err(e) => return Err(classify_open_error(path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| LockError::Open(path.to_path_buf(), e))?;
+        if !meta.is_file() {
+            return Err(LockError::NotAFile(path.to_path_buf()));
+        }
+        Ok(LockFile {
+            file,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// (device, inode) of the open file: what /proc/locks and the nesting marker name.
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        self.file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Take the lock, waiting at most `timeout`.
+    pub fn acquire(self, timeout: Duration) -> Result<Held, LockError> {
+        let start = Instant::now();
+        let mut lock_file = self;
+        loop {
+            lock_file.wait_for_flock(timeout.saturating_sub(start.elapsed()), start, timeout)?;
+            // If the file was deleted or replaced while we waited, we hold a lock nobody
+            // else will ever ask for: open the path again and lock that.
+            if lock_file.still_at_path() {
+                return Ok(Held {
+                    _file: lock_file.file,
+                    waited: start.elapsed(),
+                });
+            }
+            lock_file = LockFile::open(&lock_file.path)?;
+        }
+    }
+
+    fn wait_for_flock(
+        &self,
+        left: Duration,
+        start: Instant,
+        timeout: Duration,
+    ) -> Result<(), LockError> {
+        match self.file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => return Err(LockError::Lock(self.path.clone(), e)),
+        }
+        let timed_out = || LockError::TimedOut {
+            path: self.path.clone(),
+            after: timeout,
+            holder: self.holder(),
+        };
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        // A blocking flock(2) has no timeout of its own, so a helper thread blocks in it
+        // while we wait on a channel. On timeout we return an error and the process
+        // exits, which ends the helper; its flock never lands after we gave up,
+        // because a lock taken by a dying process is released with it.
+        let waiter = self
+            .file
+            .try_clone()
+            .map_err(|e| LockError::Lock(self.path.clone(), e))?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(waiter.lock());
+        });
+        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(LockError::Lock(self.path.clone(), e)),
+            Err(_) => Err(timed_out()),
+        }
+    }
+
+    fn still_at_path(&self) -> bool {
+        let open = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
+        let named = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        open.is_some() && open == named
+    }
+
+    /// "pid 812: iptables -N f2b-sshd", from /proc/locks, for a waiter's message.
+    pub fn holder(&self) -> Option<String> {
+        let (dev, ino) = self.identity()?;
+        let pids = crate::procinfo::flock_holders(dev, ino);
+        let pid = *pids.first()?;
+        Some(format!("pid {pid}: {}", crate::procinfo::describe(pid)))
+    }
+}
+
+fn classify_open_error(path: &Path, e: io::Error) -> LockError {
+    match e.raw_os_error() {
+        Some(libc::ELOOP) => LockError::Symlink(path.to_path_buf()),
+        Some(libc::EISDIR) => LockError::NotAFile(path.to_path_buf()),
+        _ => LockError::Open(path.to_path_buf(), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_file_and_dir_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/x.lock");
+        let held = LockFile::open(&path)
+            .unwrap()
+            .acquire(Duration::from_secs(1))
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        drop(held);
+    }
+
+    #[test]
+    fn refuses_symlink_and_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = LockFile::open(&link).err().unwrap();
+        assert!(matches!(err, LockError::Symlink(_)), "{err}");
+        assert!(!target.exists(), "nothing created through the link");
+        let err = LockFile::open(dir.path()).err().unwrap();
+        assert!(matches!(err, LockError::NotAFile(_)), "{err}");
+    }
+
+    #[test]
+    fn times_out_naming_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let _held = LockFile::open(&path)
+            .unwrap()
+            .acquire(Duration::ZERO)
+            .unwrap();
+        let err = LockFile::open(&path)
+            .unwrap()
+            .acquire(Duration::from_millis(100))
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        let want = format!(
+            "timed out after 0.1s waiting for {} (held by pid {}:",
+            path.display(),
+            std::process::id()
+        );
+        assert!(text.starts_with(&want), "{text}");
+    }
+
+    #[test]
+    fn waiter_gets_lock_when_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let held = LockFile::open(&path)
+            .unwrap()
+            .acquire(Duration::ZERO)
+            .unwrap();
+        let path2 = path.clone();
+        let waiter = std::thread::spawn(move || {
+            LockFile::open(&path2)
+                .unwrap()
+                .acquire(Duration::from_secs(10))
+                .is_ok()
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        drop(held);
+        assert!(waiter.join().unwrap());
+    }
+
+    #[test]
+    fn relocks_a_replaced_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let stale = LockFile::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let held = stale.acquire(Duration::ZERO).unwrap();
+        // The lock we hold must be on the file now at the path.
+        let fresh = LockFile::open(&path).unwrap();
+        assert!(fresh.acquire(Duration::ZERO).is_err());
+        drop(held);
+    }
+}

@@ -1,0 +1,122 @@
+//! Reading /proc: who a process is, who its parent is, and who holds an flock.
+//! Used to name the lock holder in errors and to recognise a nested call.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+
+/// A process's argv, or None if it is gone or unreadable.
+pub fn cmdline(pid: u32) -> Option<Vec<OsString>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    if raw.is_empty() {
+        return None; // a zombie or a kernel thread
+    }
+    let raw = raw.strip_suffix(b"\0").unwrap_or(&raw);
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect(),
+    )
+}
+
+/// `cmdline` joined for humans (shell-quoted), or `?` if unknown.
+pub fn describe(pid: u32) -> String {
+    match cmdline(pid) {
+        Some(argv) => crate::log::shell_join(&argv),
+        None => "?".to_string(),
+    }
+}
+
+/// The parent of `pid`, from /proc/PID/stat (the field after the `(comm)`).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_ppid(&stat)
+}
+
+fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    // comm may contain spaces and parentheses: the last ')' ends it.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Is `pid` our parent, grandparent, ...?
+pub fn is_ancestor(pid: u32) -> bool {
+    let mut current = std::os::unix::process::parent_id();
+    for _ in 0..256 {
+        if current == pid {
+            return true;
+        }
+        if current <= 1 {
+            return false;
+        }
+        match parent_of(current) {
+            Some(parent) => current = parent,
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Pids holding an exclusive flock on the file (dev, ino), from /proc/locks.
+pub fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
+    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+        return Vec::new();
+    };
+    parse_locks(
+        &locks,
+        libc::major(dev) as u64,
+        libc::minor(dev) as u64,
+        ino,
+    )
+}
+
+/// Lines look like `1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF`;
+/// waiters are listed as `1: -> FLOCK ...` and are not holders.
+fn parse_locks(locks: &str, major: u64, minor: u64, ino: u64) -> Vec<u32> {
+    let want = format!("{major:02x}:{minor:02x}:{ino}");
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, "WRITE", pid, id, ..] if *id == want => pid.parse().ok(),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_with_odd_comm() {
+        assert_eq!(parse_stat_ppid("42 (a) b) c) S 7 42 42 0"), Some(7));
+        assert_eq!(parse_stat_ppid("42 (iptables) R 812 1 1"), Some(812));
+        assert_eq!(parse_stat_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn locks_table() {
+        let text = "\
+1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 900 fd:00:1234 0 EOF
+2: FLOCK  ADVISORY  READ 77 fd:00:1234 0 EOF
+3: POSIX  ADVISORY  WRITE 55 fd:00:1234 0 EOF
+4: FLOCK  ADVISORY  WRITE 66 fd:00:12345 0 EOF
+5: FLOCK  ADVISORY  WRITE 67 00:1a:1234 0 EOF
+";
+        assert_eq!(parse_locks(text, 0xfd, 0, 1234), vec![812]);
+        assert_eq!(parse_locks(text, 0, 0x1a, 1234), vec![67]);
+        assert!(parse_locks(text, 0xfd, 0, 999).is_empty());
+    }
+
+    #[test]
+    fn own_process() {
+        let me = std::process::id();
+        assert!(cmdline(me).is_some());
+        assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+        assert!(is_ancestor(std::os::unix::process::parent_id()));
+        assert!(!is_ancestor(me), "a process is not its own ancestor");
+    }
+}

@@ -1,0 +1,334 @@
+//! Finding the real program: the next executable of our name in PATH that is not
+//! xtlock itself (ccache's masquerade rules). argv[0] is never trusted for "is it me":
+//! candidates are compared with the running binary by (device, inode) and canonical path.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Used when PATH is unset, as by execvp.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What one PATH candidate turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    Missing,
+    NotExecutable,
+    Xtlock,
+    Program,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ResolveError {
+    /// Exit 127.
+    NotFound {
+        name: OsString,
+        skipped_self: Vec<PathBuf>,
+    },
+    /// Exit 126: the only match (or the path given) cannot be executed.
+    NotExecutable { path: PathBuf },
+}
+
+impl ResolveError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ResolveError::NotFound { .. } => 127,
+            ResolveError::NotExecutable { .. } => 126,
+        }
+    }
+}
+
+impl fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolveError::NotFound { name, skipped_self } => {
+                let name = Path::new(name).display();
+                if name.to_string().contains('/') {
+                    return write!(f, "{name}: no such file");
+                }
+                write!(f, "{name}: not found in PATH")?;
+                if !skipped_self.is_empty() {
+                    let list: Vec<String> = skipped_self
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect();
+                    write!(f, " (skipped {}: that is xtlock)", list.join(", "))?;
+                }
+                Ok(())
+            }
+            ResolveError::NotExecutable { path } => {
+                write!(f, "{}: permission denied (not executable)", path.display())
+            }
+        }
+    }
+}
+
+/// Walk `path_var` for `name`. Acceptance rules, in order:
+/// 1. the entry exists and is a regular file once symlinks are followed;
+/// 2. it is executable by us;
+/// 3. it is not xtlock (same inode or same canonical path as the running binary),
+///    so a shim never finds itself, whatever name or link it was called by.
+///
+/// The returned path is the PATH entry itself, not its canonical target: xtables
+/// multi-call binaries dispatch on the name they are run by.
+pub fn find_in_path(
+    name: &OsStr,
+    path_var: Option<&OsStr>,
+    probe: impl Fn(&Path) -> Candidate,
+) -> Result<PathBuf, ResolveError> {
+    let path_var = path_var.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut skipped_self = Vec::new();
+    let mut not_executable = None;
+    for dir in std::env::split_paths(path_var) {
+        // An empty PATH element means the current directory, as in execvp.
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        let candidate = dir.join(name);
+        match probe(&candidate) {
+            Candidate::Program => return Ok(candidate),
+            Candidate::Xtlock => skipped_self.push(candidate),
+            Candidate::NotExecutable => {
+                not_executable.get_or_insert(candidate);
+            }
+            Candidate::Missing => {}
+        }
+    }
+    match not_executable {
+        Some(path) => Err(ResolveError::NotExecutable { path }),
+        None => Err(ResolveError::NotFound {
+            name: name.to_os_string(),
+            skipped_self,
+        }),
+    }
+}
+
+/// A program named by a path (it contains a `/`) is taken as it is, xtlock included:
+/// running xtlock under a shim name through a path is a nested call, not a loop.
+pub fn check_path(
+    path: &Path,
+    probe: impl Fn(&Path) -> Candidate,
+) -> Result<PathBuf, ResolveError> {
+    match probe(path) {
+        Candidate::Program | Candidate::Xtlock => Ok(path.to_path_buf()),
+        Candidate::NotExecutable => Err(ResolveError::NotExecutable {
+            path: path.to_path_buf(),
+        }),
+        Candidate::Missing => Err(ResolveError::NotFound {
+            name: path.as_os_str().to_os_string(),
+            skipped_self: Vec::new(),
+        }),
+    }
+}
+
+/// The running binary, identified the way the kernel does.
+#[derive(Debug, Clone)]
+pub struct SelfIdentity {
+    dev: u64,
+    ino: u64,
+    canonical: Option<PathBuf>,
+}
+
+impl SelfIdentity {
+    pub fn current() -> Option<SelfIdentity> {
+        // /proc/self/exe names the inode even when the file was replaced or deleted.
+        let meta = std::fs::metadata("/proc/self/exe").ok()?;
+        let canonical = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.canonicalize().ok());
+        Some(SelfIdentity {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            canonical,
+        })
+    }
+
+    /// The real file-system probe used by `find_in_path`.
+    pub fn probe(&self, candidate: &Path) -> Candidate {
+        let Ok(meta) = std::fs::metadata(candidate) else {
+            return Candidate::Missing;
+        };
+        if !meta.is_file() {
+            return Candidate::Missing;
+        }
+        if (meta.dev(), meta.ino()) == (self.dev, self.ino) {
+            return Candidate::Xtlock;
+        }
+        if self.canonical.is_some() && candidate.canonicalize().ok() == self.canonical {
+            return Candidate::Xtlock;
+        }
+        if !is_executable(candidate) {
+            return Candidate::NotExecutable;
+        }
+        Candidate::Program
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // access(2) answers for our real uid, and knows about root's special case.
+    unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn stub(entries: &[(&str, Candidate)]) -> impl Fn(&Path) -> Candidate {
+        let map: HashMap<PathBuf, Candidate> = entries
+            .iter()
+            .map(|(p, c)| (PathBuf::from(p), *c))
+            .collect();
+        move |p: &Path| map.get(p).copied().unwrap_or(Candidate::Missing)
+    }
+
+    use Candidate::*;
+
+    #[test]
+    fn path_walk_table() {
+        struct Case {
+            path: &'static str,
+            fs: Vec<(&'static str, Candidate)>,
+            want: Result<&'static str, &'static str>,
+        }
+        let cases = vec![
+            // The shim first, the real one later: skip the shim.
+            Case {
+                path: "/shim:/usr/sbin",
+                fs: vec![("/shim/iptables", Xtlock), ("/usr/sbin/iptables", Program)],
+                want: Ok("/usr/sbin/iptables"),
+            },
+            // The first real one wins, even before the shim.
+            Case {
+                path: "/usr/sbin:/shim",
+                fs: vec![("/shim/iptables", Xtlock), ("/usr/sbin/iptables", Program)],
+                want: Ok("/usr/sbin/iptables"),
+            },
+            // Two shim links (symlink and hard link) both skipped.
+            Case {
+                path: "/a:/b:/c",
+                fs: vec![
+                    ("/a/iptables", Xtlock),
+                    ("/b/iptables", Xtlock),
+                    ("/c/iptables", Program),
+                ],
+                want: Ok("/c/iptables"),
+            },
+            // Only xtlock in PATH: not found, naming what was skipped.
+            Case {
+                path: "/a:/b",
+                fs: vec![("/a/iptables", Xtlock)],
+                want: Err("iptables: not found in PATH (skipped /a/iptables: that is xtlock)"),
+            },
+            // Nothing at all.
+            Case {
+                path: "/a:/b",
+                fs: vec![],
+                want: Err("iptables: not found in PATH"),
+            },
+            // Not executable, then a good one: the good one.
+            Case {
+                path: "/a:/b",
+                fs: vec![("/a/iptables", NotExecutable), ("/b/iptables", Program)],
+                want: Ok("/b/iptables"),
+            },
+            // Only a non-executable one: 126, naming it.
+            Case {
+                path: "/a:/b",
+                fs: vec![("/b/iptables", NotExecutable)],
+                want: Err("/b/iptables: permission denied (not executable)"),
+            },
+            // Empty elements mean the current directory.
+            Case {
+                path: "/a::/b",
+                fs: vec![("./iptables", Program), ("/b/iptables", Program)],
+                want: Ok("./iptables"),
+            },
+            Case {
+                path: "",
+                fs: vec![("./iptables", Program)],
+                want: Ok("./iptables"),
+            },
+        ];
+        for case in cases {
+            let got = find_in_path(
+                OsStr::new("iptables"),
+                Some(OsStr::new(case.path)),
+                stub(&case.fs),
+            );
+            let got = got
+                .map(|p| p.display().to_string())
+                .map_err(|e| e.to_string());
+            let want = case.want.map(str::to_string).map_err(str::to_string);
+            assert_eq!(got, want, "PATH={}", case.path);
+        }
+    }
+
+    #[test]
+    fn unset_path_uses_default() {
+        let got = find_in_path(
+            OsStr::new("iptables"),
+            None,
+            stub(&[("/usr/sbin/iptables", Program)]),
+        );
+        assert_eq!(got, Ok(PathBuf::from("/usr/sbin/iptables")));
+    }
+
+    #[test]
+    fn explicit_path() {
+        let probe = stub(&[
+            ("/x/ok", Program),
+            ("/x/noexec", NotExecutable),
+            ("/x/me", Xtlock),
+        ]);
+        assert_eq!(
+            check_path(Path::new("/x/ok"), &probe),
+            Ok(PathBuf::from("/x/ok"))
+        );
+        assert_eq!(
+            check_path(Path::new("/x/me"), &probe),
+            Ok(PathBuf::from("/x/me"))
+        );
+        assert_eq!(
+            check_path(Path::new("/x/noexec"), &probe)
+                .unwrap_err()
+                .exit_code(),
+            126
+        );
+        let missing = check_path(Path::new("/x/gone"), &probe).unwrap_err();
+        assert_eq!(
+            (missing.exit_code(), missing.to_string()),
+            (127, "/x/gone: no such file".into())
+        );
+    }
+
+    #[test]
+    fn real_probe_knows_itself() {
+        let me = SelfIdentity::current().expect("identity");
+        let exe = std::env::current_exe().unwrap();
+        assert_eq!(me.probe(&exe), Xtlock);
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("iptables");
+        std::os::unix::fs::symlink(&exe, &link).unwrap();
+        assert_eq!(me.probe(&link), Xtlock);
+        let copy = dir.path().join("copy");
+        std::fs::copy(&exe, &copy).unwrap();
+        assert_eq!(
+            me.probe(&copy),
+            Program,
+            "a copy is another inode: the depth guard catches it"
+        );
+        assert_eq!(
+            me.probe(dir.path()),
+            Missing,
+            "a directory is not a program"
+        );
+    }
+}

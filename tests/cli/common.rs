@@ -1,0 +1,218 @@
+//! The test sandbox: a temp dir with `shim/` (links to the built xtlock) ahead of
+//! `real/` (the fake program, or links to the real iptables) in PATH, a private lock
+//! file, a log file, and no syslog. The XTLOCK_* variables of the outer environment
+//! are cleared so a nested test run cannot leak into the one under test.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+pub fn xtlock_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_xtlock"))
+}
+
+/// The fake program, compiled once per test run from tests/cli/fake/.
+pub fn fake_bin() -> &'static Path {
+    static FAKE: OnceLock<PathBuf> = OnceLock::new();
+    FAKE.get_or_init(|| {
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cli/fake/fake_iptables.rs");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake_iptables.{}", std::process::id()));
+        let status = Command::new(std::env::var_os("RUSTC").unwrap_or("rustc".into()))
+            .args(["--edition", "2021", "-O", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .status()
+            .expect("run rustc to build the fake");
+        assert!(status.success(), "building the fake failed");
+        out
+    })
+}
+
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().unwrap();
+        for sub in ["shim", "real", "state"] {
+            std::fs::create_dir(dir.path().join(sub)).unwrap();
+        }
+        std::fs::write(dir.path().join("xtlock.conf"), "").unwrap();
+        Sandbox { dir }
+    }
+
+    /// A sandbox with `iptables` as a shim ahead of the fake `iptables`.
+    pub fn with_fake(names: &[&str]) -> Sandbox {
+        let sandbox = Sandbox::new();
+        for name in names {
+            sandbox.install_fake(name);
+            sandbox.link_shim(name);
+        }
+        sandbox
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn install_fake(&self, name: &str) {
+        std::fs::copy(fake_bin(), self.path("real").join(name)).unwrap();
+    }
+
+    pub fn link_shim(&self, name: &str) {
+        std::os::unix::fs::symlink(xtlock_bin(), self.path("shim").join(name)).unwrap();
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.path("xtlock.lock")
+    }
+
+    pub fn log_file(&self) -> PathBuf {
+        self.path("xtlock.log")
+    }
+
+    pub fn search_path(&self) -> String {
+        format!(
+            "{}:{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.path("shim").display(),
+            self.path("real").display()
+        )
+    }
+
+    /// A command with the sandbox's environment, xtlock's own variables cleared.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        for (key, _) in std::env::vars_os() {
+            if key.as_bytes().starts_with(b"XTLOCK_") || key.as_bytes().starts_with(b"FAKE_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("PATH", self.search_path())
+            .env("XTLOCK_CONFIG", self.path("xtlock.conf"))
+            .env("XTLOCK_LOCK_FILE", self.lock_file())
+            .env("XTLOCK_LOG_FILE", self.log_file())
+            .env("XTLOCK_SYSLOG_SOCKET", "")
+            .env("FAKE_LOG", self.path("state/argv.log"))
+            .env("FAKE_COUNTER", self.path("state/counter"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// The shim, called by name through PATH as callers do.
+    pub fn shim(&self, name: &str) -> Command {
+        self.command(self.path("shim").join(name)).tap_arg0(name)
+    }
+
+    /// `xtlock ARGS...` by its own name.
+    pub fn xtlock(&self) -> Command {
+        self.command(xtlock_bin())
+    }
+
+    /// argv records the fake wrote: one Vec of args per call.
+    pub fn calls(&self) -> Vec<Vec<Vec<u8>>> {
+        let raw = std::fs::read(self.path("state/argv.log")).unwrap_or_default();
+        parse_records(&raw)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_file()).unwrap_or_default()
+    }
+
+    pub fn counter(&self) -> u32 {
+        std::fs::read_to_string(self.path("state/counter")).map_or(0, |s| s.trim().parse().unwrap())
+    }
+}
+
+trait TapArg0 {
+    fn tap_arg0(self, name: &str) -> Self;
+}
+
+impl TapArg0 for Command {
+    fn tap_arg0(mut self, name: &str) -> Command {
+        std::os::unix::process::CommandExt::arg0(&mut self, name);
+        self
+    }
+}
+
+fn parse_records(raw: &[u8]) -> Vec<Vec<Vec<u8>>> {
+    let mut calls = Vec::new();
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let mut args = Vec::new();
+        while rest[0] != b'\n' {
+            let colon = rest.iter().position(|&b| b == b':').unwrap();
+            let len: usize = std::str::from_utf8(&rest[..colon])
+                .unwrap()
+                .parse()
+                .unwrap();
+            args.push(rest[colon + 1..colon + 1 + len].to_vec());
+            rest = &rest[colon + 1 + len..];
+        }
+        rest = &rest[1..];
+        calls.push(args);
+    }
+    calls
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawn")
+}
+
+pub fn code(output: &Output) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    output
+        .status
+        .code()
+        .unwrap_or_else(|| 128 + output.status.signal().unwrap())
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Log lines whose event= matches, parsed as key=value pairs.
+pub fn events(log: &str, event: &str) -> Vec<Vec<(String, String)>> {
+    log.lines()
+        .filter_map(|line| line.split_once("]: ").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once(": ").map(|(_, fields)| fields))
+        .map(xtlock::log::parse_fields)
+        .filter(|fields| {
+            fields
+                .first()
+                .is_some_and(|(k, v)| k == "event" && v == event)
+        })
+        .collect()
+}
+
+pub fn field<'a>(fields: &'a [(String, String)], key: &str) -> &'a str {
+    fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("")
+}
+
+pub const EAGAIN: &str = "iptables: Resource temporarily unavailable.\n";
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// For tests that need root, unshare or the real iptables: a failure under CI, where
+/// .ci/run installs everything; a visible skip elsewhere.
+pub fn require(what: &str, available: bool) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("CI=true but {what} is not available: .ci/run must provide it");
+    }
+    eprintln!("SKIPPED: {what} is not available");
+    false
+}

@@ -1,0 +1,101 @@
+//! Logging: syslog to a socket the test binds itself, the log file, and the rule that a
+//! successful call prints nothing of xtlock's and a dead log target changes nothing.
+
+use crate::common::*;
+use std::os::unix::net::UnixDatagram;
+use std::time::Duration;
+
+#[test]
+fn failures_reach_syslog_with_ident_and_fields() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let socket_path = sb.path("log.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let out = run(sb
+        .shim("iptables")
+        .args(["-I", "INPUT", "-j", "f2b-sshd"])
+        .env("XTLOCK_SYSLOG_SOCKET", &socket_path)
+        .env("FAKE_FAIL_TIMES", "1")
+        .env("FAKE_FAIL_STDERR", EAGAIN));
+    assert_eq!(code(&out), 0);
+    let mut buf = vec![0u8; 65536];
+    let n = socket.recv(&mut buf).unwrap();
+    let message = String::from_utf8_lossy(&buf[..n]);
+    // <PRI> with facility daemon (3) and severity warning (4): 3*8+4 = 28.
+    assert!(message.starts_with("<28>"), "{message}");
+    assert!(message.contains(" xtlock["), "{message}");
+    assert!(
+        message.contains(
+            "event=retry prog=iptables args=\"-I INPUT -j f2b-sshd\" attempt=1/5 status=4"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains(r#"stderr="iptables: Resource temporarily unavailable.\n""#),
+        "{message}"
+    );
+}
+
+#[test]
+fn success_logs_nothing_unless_verbose() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let out = run(sb.shim("iptables").arg("-L"));
+    assert!(out.stderr.is_empty());
+    assert_eq!(sb.log(), "");
+    let out = run(sb.xtlock().args(["-v", "iptables", "-L"]));
+    assert!(out.stderr.is_empty(), "verbose goes to the log, not stderr");
+    let calls = events(&sb.log(), "call");
+    assert_eq!(calls.len(), 1, "{}", sb.log());
+    assert_eq!(
+        (field(&calls[0], "status"), field(&calls[0], "attempts")),
+        ("0", "1")
+    );
+    let out = run(sb.shim("iptables").env("XTLOCK_VERBOSE", "1"));
+    assert_eq!(code(&out), 0);
+    assert_eq!(events(&sb.log(), "call").len(), 2);
+}
+
+#[test]
+fn dead_log_targets_never_fail_the_command() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let out = run(sb
+        .shim("iptables")
+        .env("XTLOCK_SYSLOG_SOCKET", sb.path("no-such.sock"))
+        .env("XTLOCK_LOG_FILE", "/nonexistent/dir/xtlock.log")
+        .env("FAKE_FAIL_TIMES", "1")
+        .env("FAKE_FAIL_STDERR", EAGAIN)
+        .env("FAKE_EXIT", "3"));
+    assert_eq!(code(&out), 3);
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert_eq!(sb.counter(), 2);
+}
+
+#[test]
+fn full_disk_log_file_never_fails_the_command() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    if !std::path::Path::new("/dev/full").exists() {
+        return;
+    }
+    let out = run(sb
+        .shim("iptables")
+        .env("XTLOCK_LOG_FILE", "/dev/full")
+        .env("FAKE_EXIT", "1")
+        .env("FAKE_STDERR", "x\n"));
+    assert_eq!((code(&out), stderr(&out)), (1, "x\n".to_string()));
+}
+
+#[test]
+fn bad_config_is_logged_and_the_command_still_runs() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    std::fs::write(sb.path("xtlock.conf"), "timeout = 5\nretries = \"lots\"\n").unwrap();
+    let out = run(sb.shim("iptables").args(["-A", "INPUT"]));
+    assert_eq!(code(&out), 0);
+    assert!(out.stderr.is_empty());
+    assert_eq!(sb.calls().len(), 1);
+    let warnings = events(&sb.log(), "config");
+    assert_eq!(warnings.len(), 1, "{}", sb.log());
+    let problem = field(&warnings[0], "problem");
+    assert!(problem.contains("xtlock.conf:2: invalid type"), "{problem}");
+}

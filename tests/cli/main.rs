@@ -1,0 +1,13 @@
+//! Integration tests: the built binary, run the way callers run it. One test binary with
+//! modules keeps compile time down (as rustup's tests do).
+
+mod common;
+mod faults;
+mod lock;
+mod logging;
+mod nesting;
+mod passthrough;
+mod real_iptables;
+mod restore;
+mod retry;
+mod shim;
