@@ -1,1 +1,186 @@
+//! The real iptables, legacy and nft, in a private network and mount namespace made by
+//! examples/race.sh (which refuses to touch a rule unless the namespace is fresh).
 
+use crate::common::*;
+use std::path::Path;
+use std::process::Command;
+
+fn available(program: &str) -> bool {
+    let have = |p: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {p}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let ok = require("root", is_root())
+        && require("unshare", have("unshare"))
+        && require(program, have(program));
+    ok && require(
+        "network namespaces",
+        Command::new("unshare")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success()),
+    )
+}
+
+struct RaceResult {
+    failed: u32,
+    missing: u32,
+    duplicated: u32,
+    line: String,
+}
+
+fn race(backend: &str, mode: &str, workers: u32) -> RaceResult {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/race.sh");
+    let out = Command::new("sh")
+        .arg(script)
+        .args([
+            "--xtlock",
+            env!("CARGO_BIN_EXE_xtlock"),
+            "--backend",
+            backend,
+            "--mode",
+            mode,
+        ])
+        .args(["--workers", &workers.to_string(), "--bans", "4"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mode="))
+        .unwrap_or_else(|| {
+            panic!(
+                "race.sh printed no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let value = |key: &str| -> u32 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    eprintln!("{line}");
+    RaceResult {
+        failed: value("failed"),
+        missing: value("missing"),
+        duplicated: value("duplicated"),
+        line: line.to_string(),
+    }
+}
+
+#[test]
+fn legacy_race_loses_rules_bare_and_none_through_xtlock() {
+    if !available("iptables-legacy") {
+        return;
+    }
+    // The bare run proves the test can fail: without xtlock the race must show.
+    let bare = (0..3)
+        .map(|_| race("legacy", "bare", 64))
+        .find(|r| r.failed > 0);
+    let bare =
+        bare.expect("three bare runs of 64 racing workers lost nothing: the test cannot tell");
+    assert!(bare.missing > 0, "{}", bare.line);
+    let locked = race("legacy", "xtlock", 64);
+    assert_eq!(
+        (locked.failed, locked.missing, locked.duplicated),
+        (0, 0, 0),
+        "{}",
+        locked.line
+    );
+}
+
+#[test]
+fn nft_backend_through_xtlock_loses_nothing() {
+    if !available("iptables-nft") {
+        return;
+    }
+    let locked = race("nft", "xtlock", 64);
+    assert_eq!(
+        (locked.failed, locked.missing, locked.duplicated),
+        (0, 0, 0),
+        "{}",
+        locked.line
+    );
+}
+
+/// One shell command run as root in a fresh namespace with the shim first in PATH.
+fn in_namespace(script: &str) -> (i32, String, String) {
+    let sb = Sandbox::new();
+    for name in ["iptables-legacy", "iptables-legacy-restore", "iptables-nft"] {
+        sb.link_shim(name);
+    }
+    let guarded = format!(
+        "[ \"$(readlink /proc/self/ns/net)\" != \"$HOST_NETNS\" ] && [ \"$(ip -o link show | wc -l)\" -eq 1 ] || {{ echo 'not a fresh netns' >&2; exit 99; }}\n\
+         mount -t tmpfs xtlock-test /run || exit 98\n{script}"
+    );
+    let out = sb
+        .command("unshare")
+        .args(["-n", "-m", "sh", "-c", &guarded])
+        .env(
+            "HOST_NETNS",
+            std::fs::read_link("/proc/self/ns/net").unwrap(),
+        )
+        .output()
+        .unwrap();
+    (
+        code(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr(&out),
+    )
+}
+
+#[test]
+fn real_answers_pass_through_unchanged() {
+    if !available("iptables-legacy") {
+        return;
+    }
+    for backend in ["legacy", "nft"] {
+        let script = format!(
+            "iptables-{backend} -N f2b-x; echo n1=$?\n\
+             iptables-{backend} -N f2b-x; echo n2=$?\n\
+             iptables-{backend} -C INPUT -j f2b-x; echo c=$?\n\
+             iptables-{backend} -A INPUT -j f2b-x; echo a=$?\n\
+             iptables-{backend} -C INPUT -j f2b-x; echo c2=$?\n\
+             iptables-{backend} -A INPUT -j NO-SUCH-TARGET; echo bad=$?\n\
+             iptables-{backend} -S INPUT"
+        );
+        let (status, stdout, stderr) = in_namespace(&script);
+        assert_eq!(status, 0, "{backend}: {stderr}");
+        assert!(
+            stdout.contains("n1=0\nn2=1\nc=1\na=0\nc2=0\nbad=2\n"),
+            "{backend}: {stdout}"
+        );
+        assert!(stdout.contains("-A INPUT -j f2b-x"), "{backend}: {stdout}");
+        assert!(
+            stderr.contains("iptables: Chain already exists.\n"),
+            "{backend}: {stderr}"
+        );
+        assert!(
+            !stderr.contains("xtlock"),
+            "{backend}: xtlock spoke: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn concurrent_noflush_restores_through_xtlock_all_land() {
+    if !available("iptables-legacy-restore") {
+        return;
+    }
+    let script = r#"
+        i=1
+        while [ $i -le 16 ]; do
+            XTABLES_LOCKFILE=/run/xt.$i printf '*filter\n:r%s - [0:0]\n-A r%s -j RETURN\nCOMMIT\n' $i $i | iptables-legacy-restore --noflush || echo "failed $i" &
+            i=$((i + 1))
+        done
+        wait
+        iptables-legacy-save -t filter | grep -c '^-A r[0-9]* -j RETURN$'
+    "#;
+    let (status, stdout, stderr) = in_namespace(script);
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(stdout.trim(), "16", "{stdout}\n{stderr}");
+}

@@ -1,0 +1,142 @@
+#!/bin/sh
+# The race xtlock exists for, in a private network namespace (nothing of the host's
+# firewall is touched): N fail2ban-style workers start at once, each creating its jail
+# chain, its INPUT jump and some bans. Each worker has its own XTABLES_LOCKFILE, as
+# writers in containers or with another build's lock path do, so iptables' own lock
+# does not serialise them. Run bare, then through xtlock, and count what went wrong.
+#
+#   examples/race.sh [--xtlock PATH] [--backend legacy|nft] [--workers N] [--bans N] [--mode bare|xtlock|both]
+#
+# Prints one line per run: mode=... backend=... commands=... failed=... missing=... duplicated=...
+# Needs root, unshare(1) and iptables. Exit status: 0 if the xtlock run lost nothing.
+set -eu
+
+xtlock=${XTLOCK:-}
+backend=legacy
+workers=64
+bans=4
+mode=both
+while [ $# -gt 0 ]; do
+    case $1 in
+        --xtlock) xtlock=$2; shift 2 ;;
+        --backend) backend=$2; shift 2 ;;
+        --workers) workers=$2; shift 2 ;;
+        --bans) bans=$2; shift 2 ;;
+        --mode) mode=$2; shift 2 ;;
+        --inner) inner=$2; shift 2 ;;
+        *) echo "race.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+program=iptables-$backend
+
+if [ -z "${inner:-}" ]; then
+    if [ -z "$xtlock" ]; then
+        here=$(cd "$(dirname "$0")/.." && pwd)
+        xtlock=$here/target/release/xtlock
+        [ -x "$xtlock" ] || xtlock=$here/target/debug/xtlock
+    fi
+    [ -x "$xtlock" ] || { echo "race.sh: no xtlock binary (cargo build first, or --xtlock PATH)" >&2; exit 2; }
+    command -v "$program" >/dev/null || { echo "race.sh: $program not installed" >&2; exit 2; }
+    [ "$mode" = both ] && modes="bare xtlock" || modes=$mode
+    status=0
+    for m in $modes; do
+        # A fresh network namespace and a private /run for every run.
+        XTLOCK_RACE_HOST_NETNS=$(readlink /proc/self/ns/net) XTLOCK_RACE_HOST_MNTNS=$(readlink /proc/self/ns/mnt) XTLOCK=$xtlock \
+            unshare -n -m "$0" --inner "$m" --backend "$backend" --workers "$workers" --bans "$bans" || status=1
+    done
+    exit $status
+fi
+
+# Inside the namespace.
+# Refuse to touch a rule unless this is a new network namespace holding only lo.
+if [ "$(readlink /proc/self/ns/net)" = "${XTLOCK_RACE_HOST_NETNS:-}" ] || [ "$(ip -o link show | wc -l)" -ne 1 ]; then
+    echo "race.sh: not in a fresh network namespace; refusing to touch any rule" >&2
+    exit 3
+fi
+# A private /run, so iptables' lock files are private too (needs our own mount namespace).
+if [ "$(readlink /proc/self/ns/mnt)" = "${XTLOCK_RACE_HOST_MNTNS:-}" ]; then
+    echo "race.sh: not in a private mount namespace; refusing to mount /run" >&2
+    exit 3
+fi
+mount --make-rprivate / 2>/dev/null || true
+mount -t tmpfs xtlock-race /run
+
+work=/run/race
+mkdir -p $work/shim
+if [ "$inner" = xtlock ]; then
+    ln -s "$XTLOCK" $work/shim/$program
+    export XTLOCK_LOCK_FILE=/run/xtlock.lock XTLOCK_SYSLOG_SOCKET= XTLOCK_LOG_FILE=$work/xtlock.log
+fi
+PATH=$work/shim:$PATH
+export PATH
+
+worker() {
+    i=$1
+    # Each worker its own iptables lock: the unprotected case.
+    XTABLES_LOCKFILE=/run/xtables.$i.lock
+    export XTABLES_LOCKFILE
+    chain=f2b-jail$i
+    run() {
+        if ! out=$("$program" -w "$@" 2>&1); then
+            echo "worker $i: $program $*: $out" >> $work/failed
+        fi
+    }
+    flock -s $work/barrier true # wait for the start
+    run -N $chain
+    run -A $chain -j RETURN
+    run -I INPUT -p tcp -m multiport --dports 22 -j $chain
+    b=1
+    while [ $b -le $bans ]; do
+        run -I $chain 1 -s 198.51.$((i % 250)).$b -j REJECT --reject-with icmp-port-unreachable
+        b=$((b + 1))
+    done
+}
+
+: > $work/failed
+exec 9> $work/barrier
+flock -x 9
+i=1
+while [ $i -le $workers ]; do
+    worker $i &
+    i=$((i + 1))
+done
+sleep 0.5
+start=$(date +%s%N)
+flock -u 9 # release them together
+wait
+elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+
+# Every chain, jump and ban must be there exactly once.
+saved=$work/saved
+PATH=${PATH#*:} "$program-save" -t filter > $saved
+missing=0
+duplicated=0
+count() { grep -cxF -- "$1" $saved || true; }
+check() {
+    n=$(count "$1")
+    if [ "$n" -eq 0 ]; then missing=$((missing + 1)); elif [ "$n" -gt 1 ]; then duplicated=$((duplicated + 1)); fi
+}
+i=1
+while [ $i -le $workers ]; do
+    chain=f2b-jail$i
+    check ":$chain - [0:0]"
+    check "-A $chain -j RETURN"
+    check "-A INPUT -p tcp -m multiport --dports 22 -j $chain"
+    b=1
+    while [ $b -le $bans ]; do
+        check "-A $chain -s 198.51.$((i % 250)).$b/32 -j REJECT --reject-with icmp-port-unreachable"
+        b=$((b + 1))
+    done
+    i=$((i + 1))
+done
+failed=$(wc -l < $work/failed)
+commands=$((workers * (3 + bans)))
+echo "mode=$inner backend=$backend workers=$workers commands=$commands failed=$failed missing=$missing duplicated=$duplicated wall_ms=$elapsed_ms"
+if [ "$failed" -gt 0 ]; then
+    echo "first failures:" >&2
+    head -3 $work/failed >&2
+fi
+if [ "$inner" = xtlock ] && [ -s $work/xtlock.log ]; then
+    echo "xtlock retried $(grep -c 'event=retry' $work/xtlock.log || true) attempts; gave up on $(grep -c 'event=gave-up' $work/xtlock.log || true)" >&2
+fi
+[ "$failed" -eq 0 ] && [ "$missing" -eq 0 ] && [ "$duplicated" -eq 0 ]
