@@ -32,8 +32,8 @@ program=iptables-$backend
 if [ -z "${inner:-}" ]; then
     if [ -z "$xtlock" ]; then
         here=$(cd "$(dirname "$0")/.." && pwd)
+        cargo build --release --quiet --manifest-path "$here/Cargo.toml"
         xtlock=$here/target/release/xtlock
-        [ -x "$xtlock" ] || xtlock=$here/target/debug/xtlock
     fi
     [ -x "$xtlock" ] || { echo "race.sh: no xtlock binary (cargo build first, or --xtlock PATH)" >&2; exit 2; }
     command -v "$program" >/dev/null || { echo "race.sh: $program not installed" >&2; exit 2; }

@@ -1,1 +1,141 @@
+//! Faults around a call: signals to xtlock while the child runs or while it waits, a
+//! hung child ended by the caller's timeout, and a lock file on a read-only file system.
 
+use crate::common::*;
+use crate::lock::{hold_lock, wait_for_file};
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no cmdline; a reaped process has no /proc entry.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Wait, but never forever: a test that hangs is a test that failed.
+fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("pid {} did not end within 10 s", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn signal(pid: u32, sig: i32) {
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+#[test]
+fn signals_are_forwarded_to_the_child_and_leave_no_orphan() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let sb = Sandbox::with_fake(&["iptables"]);
+        let pidfile = sb.path("state/child.pid");
+        let mut xtlock = sb
+            .shim("iptables")
+            .env("FAKE_HANG", "1")
+            .env("FAKE_PIDFILE", &pidfile)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_file(&pidfile);
+        std::thread::sleep(Duration::from_millis(20));
+        let child: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        signal(xtlock.id(), sig);
+        let status = wait_bounded(&mut xtlock);
+        assert_eq!(status.code(), Some(128 + sig), "signal {sig}");
+        assert!(!alive(child), "child {child} survived signal {sig}");
+    }
+}
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_ends_xtlock_and_runs_nothing() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut holder = hold_lock(&sb, 30);
+    let mut waiter = sb.shim("iptables").args(["-A", "INPUT"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    signal(waiter.id(), libc::SIGTERM);
+    let status = wait_bounded(&mut waiter);
+    assert!(start.elapsed() < Duration::from_secs(2), "exits at once");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "ended by the signal, as the shell expects"
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(sb.calls().is_empty(), "nothing ran");
+}
+
+#[test]
+fn a_hung_child_is_ended_with_its_caller_process_group() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let pidfile = sb.path("state/child.pid");
+    // As fail2ban does: the command runs in its own process group, killed on timeout.
+    let mut xtlock = sb
+        .shim("iptables")
+        .env("FAKE_HANG", "1")
+        .env("FAKE_PIDFILE", &pidfile)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    wait_for_file(&pidfile);
+    std::thread::sleep(Duration::from_millis(20));
+    let child: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    assert_eq!(
+        unsafe { libc::kill(-(xtlock.id() as i32), libc::SIGKILL) },
+        0
+    );
+    wait_bounded(&mut xtlock);
+    let start = Instant::now();
+    while alive(child) {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "hung child {child} survived"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // And the lock is free again.
+    let out = run(sb
+        .shim("iptables")
+        .env("XTLOCK_TIMEOUT", "1")
+        .env_remove("FAKE_HANG"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn lock_file_on_a_read_only_file_system() {
+    if !require("root", is_root()) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let ro = sb.path("ro");
+    std::fs::create_dir(&ro).unwrap();
+    // A private mount namespace, so the read-only mount is ours alone.
+    let script = format!(
+        "mount -t tmpfs ro {ro} && : > {ro}/exists.lock && mount -o remount,ro {ro} || exit 99\n\
+         XTLOCK_LOCK_FILE={ro}/exists.lock iptables -A INPUT; echo existing=$?\n\
+         XTLOCK_LOCK_FILE={ro}/missing.lock iptables -A INPUT; echo missing=$?\n",
+        ro = ro.display()
+    );
+    let out = run(sb.command("unshare").args(["-m", "sh", "-c", &script]));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("existing=0\nmissing=4\n"),
+        "{stdout}\n{}",
+        stderr(&out)
+    );
+    let want = format!(
+        "xtlock: cannot open lock file {}/missing.lock: Read-only file system\n",
+        ro.display()
+    );
+    assert_eq!(stderr(&out), want);
+    assert_eq!(sb.calls().len(), 1, "only the call with a usable lock ran");
+}

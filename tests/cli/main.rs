@@ -7,6 +7,7 @@ mod lock;
 mod logging;
 mod nesting;
 mod passthrough;
+mod properties;
 mod real_iptables;
 mod restore;
 mod retry;

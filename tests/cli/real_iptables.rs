@@ -32,6 +32,10 @@ struct RaceResult {
 }
 
 fn race(backend: &str, mode: &str, workers: u32) -> RaceResult {
+    race_with_bans(backend, mode, workers, 4)
+}
+
+fn race_with_bans(backend: &str, mode: &str, workers: u32, bans: u32) -> RaceResult {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/race.sh");
     let out = Command::new("sh")
         .arg(script)
@@ -43,7 +47,12 @@ fn race(backend: &str, mode: &str, workers: u32) -> RaceResult {
             "--mode",
             mode,
         ])
-        .args(["--workers", &workers.to_string(), "--bans", "4"])
+        .args([
+            "--workers",
+            &workers.to_string(),
+            "--bans",
+            &bans.to_string(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -99,6 +108,22 @@ fn nft_backend_through_xtlock_loses_nothing() {
         return;
     }
     let locked = race("nft", "xtlock", 64);
+    assert_eq!(
+        (locked.failed, locked.missing, locked.duplicated),
+        (0, 0, 0),
+        "{}",
+        locked.line
+    );
+}
+
+#[test]
+fn load_1024_calls_from_64_clients_all_land_once() {
+    if !available("iptables-legacy") {
+        return;
+    }
+    // 64 workers x (3 + 13 bans) = 1024 calls; a call that timed out would count as failed.
+    let locked = race_with_bans("legacy", "xtlock", 64, 13);
+    assert!(locked.line.contains("commands=1024"), "{}", locked.line);
     assert_eq!(
         (locked.failed, locked.missing, locked.duplicated),
         (0, 0, 0),
