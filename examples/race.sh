@@ -5,7 +5,10 @@
 # writers in containers or with another build's lock path do, so iptables' own lock
 # does not serialise them. Run bare, then through xtlock, and count what went wrong.
 #
-#   examples/race.sh [--xtlock PATH] [--backend legacy|nft] [--workers N] [--bans N] [--mode bare|xtlock|both]
+#   examples/race.sh [--xtlock PATH] [--backend legacy|nft] [--workers N] [--bans N] [--mode MODE]
+#
+# MODE: both (default: bare, then xtlock), bare, xtlock, flock (each call wrapped in
+# flock(1) on one file), or shared (bare, but all workers share iptables' own lock).
 #
 # Prints one line per run: mode=... backend=... commands=... failed=... missing=... duplicated=...
 # Needs root, unshare(1) and iptables. Exit status: 0 if the xtlock run lost nothing.
@@ -63,6 +66,10 @@ mount -t tmpfs xtlock-race /run
 
 work=/run/race
 mkdir -p $work/shim
+wrap=
+if [ "$inner" = flock ]; then
+    wrap="flock $work/flock.lock"
+fi
 if [ "$inner" = xtlock ]; then
     ln -s "$XTLOCK" $work/shim/$program
     export XTLOCK_LOCK_FILE=/run/xtlock.lock XTLOCK_SYSLOG_SOCKET= XTLOCK_LOG_FILE=$work/xtlock.log
@@ -73,11 +80,13 @@ export PATH
 worker() {
     i=$1
     # Each worker its own iptables lock: the unprotected case.
-    XTABLES_LOCKFILE=/run/xtables.$i.lock
-    export XTABLES_LOCKFILE
+    if [ "$inner" != shared ]; then
+        XTABLES_LOCKFILE=/run/xtables.$i.lock
+        export XTABLES_LOCKFILE
+    fi
     chain=f2b-jail$i
     run() {
-        if ! out=$("$program" -w "$@" 2>&1); then
+        if ! out=$($wrap "$program" -w "$@" 2>&1); then
             echo "worker $i: $program $*: $out" >> $work/failed
         fi
     }

@@ -3,7 +3,6 @@
 //! variables < prefix options. A bad config file never stops a firewall command: it is
 //! ignored with a warning and the command runs with the other settings.
 
-use serde::Deserialize;
 use std::ffi::OsString;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -49,8 +48,7 @@ impl Default for Config {
 
 /// One layer of settings; every field optional. The file, the environment and the
 /// options each produce one, and they are applied in order.
-#[derive(Debug, Default, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Layer {
     pub lock_file: Option<PathBuf>,
     pub timeout: Option<f64>,
@@ -75,7 +73,7 @@ impl Layer {
         if let Some(r) = self.retries
             && r > MAX_RETRIES
         {
-            return Err(format!("retries must be at most {MAX_RETRIES}, not {r}"));
+            return Err(format!("retries must be from 0 to {MAX_RETRIES}, not {r}"));
         }
         if self.max_stdin == Some(0) {
             return Err("max_stdin must be more than 0".into());
@@ -201,7 +199,9 @@ pub fn read_file_layer(
         .map_err(|problem| format!("{shown}:{problem}"))
 }
 
-/// Parse TOML text; Err is "LINE: problem".
+/// Parse TOML text; Err is "LINE: problem". The toml crate's own parser gives the spans;
+/// the few keys are read by hand, which keeps proc-macro derives (and so a dynamic
+/// build) out of the binary.
 pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
@@ -211,20 +211,100 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
             + 1;
         format!("{line}: not valid UTF-8")
     })?;
-    let layer: Layer = toml::from_str(text).map_err(|e| {
-        let line = e.span().map_or(1, |span| {
-            text[..span.start.min(text.len())].lines().count().max(1)
-        });
-        let line = match e.span() {
-            Some(span) if text[..span.start.min(text.len())].ends_with('\n') => line + 1,
-            _ => line,
-        };
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let table = toml::de::DeTable::parse(text).map_err(|e| {
+        let line = e.span().map_or(1, |span| line_of(span.start));
         format!("{line}: {}", e.message().trim().replace('\n', " "))
     })?;
-    layer
-        .validate()
-        .map_err(|problem| format!("1: {problem}"))?;
+    let mut layer = Layer::default();
+    for (key, value) in table.get_ref() {
+        let line = line_of(key.span().start);
+        let at = |problem: String| format!("{line}: {problem}");
+        let value = value.get_ref();
+        let name = key.get_ref().as_ref();
+        match name {
+            "lock_file" => layer.lock_file = Some(string(name, value).map_err(at)?.into()),
+            "log_file" => layer.log_file = Some(string(name, value).map_err(at)?.into()),
+            "syslog_socket" => layer.syslog_socket = Some(string(name, value).map_err(at)?.into()),
+            "timeout" => layer.timeout = Some(seconds(name, value).map_err(at)?),
+            "retries" => {
+                let n = integer(name, value).map_err(at)?;
+                layer.retries = Some(u32::try_from(n).map_err(|_| {
+                    at(format!("retries must be from 0 to {MAX_RETRIES}, not {n}"))
+                })?);
+            }
+            "max_stdin" => {
+                let n = integer(name, value).map_err(at)?;
+                layer.max_stdin = Some(u64::try_from(n).map_err(|_| {
+                    at(format!(
+                        "max_stdin must be a number of bytes above 0, not {n}"
+                    ))
+                })?);
+            }
+            "verbose" => {
+                layer.verbose = Some(
+                    value
+                        .as_bool()
+                        .ok_or_else(|| at(wrong_type(name, "true or false", value)))?,
+                )
+            }
+            other => {
+                return Err(at(format!(
+                    "unknown key `{other}` (known: {})",
+                    KNOWN_KEYS.join(", ")
+                )));
+            }
+        }
+        // Keys before this one passed, so a problem now is this key's.
+        layer.validate().map_err(at)?;
+    }
     Ok(layer)
+}
+
+const KNOWN_KEYS: [&str; 7] = [
+    "lock_file",
+    "timeout",
+    "retries",
+    "log_file",
+    "verbose",
+    "syslog_socket",
+    "max_stdin",
+];
+
+fn wrong_type(name: &str, want: &str, value: &toml::de::DeValue) -> String {
+    format!(
+        "invalid type for `{name}`: {}, expected {want}",
+        value.type_str()
+    )
+}
+
+fn string(name: &str, value: &toml::de::DeValue) -> Result<String, String> {
+    value
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| wrong_type(name, "a string", value))
+}
+
+fn integer(name: &str, value: &toml::de::DeValue) -> Result<i64, String> {
+    let int = value
+        .as_integer()
+        .ok_or_else(|| wrong_type(name, "an integer", value))?;
+    i64::from_str_radix(&int.as_str().replace('_', ""), int.radix())
+        .map_err(|e| format!("`{name}`: {e}"))
+}
+
+/// Seconds: an integer or a float.
+fn seconds(name: &str, value: &toml::de::DeValue) -> Result<f64, String> {
+    if let Some(float) = value.as_float() {
+        return float
+            .as_str()
+            .replace('_', "")
+            .parse()
+            .map_err(|e| format!("`{name}`: {e}"));
+    }
+    integer(name, value)
+        .map(|n| n as f64)
+        .map_err(|_| wrong_type(name, "a number of seconds", value))
 }
 
 fn env_layer(env: &dyn Fn(&str) -> Option<OsString>) -> (Layer, Vec<String>) {
@@ -400,7 +480,19 @@ mod tests {
             ),
             (
                 "timeout = 5\nbogus = 1\n",
-                "xtlock.conf:2: unknown field `bogus`",
+                "xtlock.conf:2: unknown key `bogus`",
+            ),
+            (
+                "timeout = 5\n\nretries = 1000\n",
+                "xtlock.conf:3: retries must be from 0 to 100",
+            ),
+            (
+                "retries = -3\n",
+                "xtlock.conf:1: retries must be from 0 to 100, not -3",
+            ),
+            (
+                "timeout = \"5\"\n",
+                "xtlock.conf:1: invalid type for `timeout`: string",
             ),
             ("timeout = -1\n", "timeout must be between"),
             ("[[[\n", "xtlock.conf:1:"),

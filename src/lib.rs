@@ -41,11 +41,8 @@ fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
         cli::Parsed::Done(code) => return Ok(code),
         cli::Parsed::Run(cli) => cli,
     };
-    let options = cli.layer();
-    match cli.command {
-        Some(cli::Command::Run(program_and_args)) => {
-            run_call(cli::to_call(program_and_args), options)
-        }
+    match cli.program {
+        Some(program_and_args) => run_call(cli::to_call(program_and_args), cli.options),
         None => Err(Failure::new(
             exit::OWN,
             "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...",

@@ -1,0 +1,448 @@
+//! What xtlock costs, measured against the bare tool, flock(1) and the floor (a minimal
+//! program that only spawns and waits), all in one run in a private network namespace:
+//!
+//!     cargo run --release --example bench [-- --runs N --rounds R --skip-contention]
+//!
+//! Prints tables; every ratio is against a baseline measured in the same run. Needs
+//! root, unshare(1), iptables-legacy, flock(1) and a C compiler (for the floor).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const INSIDE: &str = "XTLOCK_BENCH_INSIDE";
+const RULE: [&str; 8] = ["-C", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"];
+
+/// The floor: spawn argv[1..] and wait, nothing else. Built static and dynamic.
+const FLOOR_C: &str = r#"
+#include <spawn.h>
+#include <sys/wait.h>
+extern char **environ;
+int main(int argc, char **argv) {
+    pid_t pid; int status;
+    if (argc < 2 || posix_spawnp(&pid, argv[1], 0, 0, argv + 1, environ) != 0) return 127;
+    if (waitpid(pid, &status, 0) < 0) return 125;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+"#;
+
+struct Options {
+    runs: usize,
+    rounds: usize,
+    contention: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // Helper roles, run by the hand-off measurement.
+    if args.get(1).map(String::as_str) == Some("--stamp") {
+        stamp(
+            Path::new(&args[2]),
+            args.get(3).map(|ms| ms.parse().unwrap()),
+        );
+        return;
+    }
+    let mut options = Options {
+        runs: 200,
+        rounds: 5,
+        contention: true,
+    };
+    let mut iter = args.iter().skip(1);
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--runs" => options.runs = iter.next().unwrap().parse().unwrap(),
+            "--rounds" => options.rounds = iter.next().unwrap().parse().unwrap(),
+            "--skip-contention" => options.contention = false,
+            other => panic!("bench: unknown argument {other}"),
+        }
+    }
+    if std::env::var_os(INSIDE).is_none() {
+        enter_namespace(&args);
+        return;
+    }
+    run_benchmarks(&options);
+}
+
+/// Build xtlock, then run this same benchmark again inside `unshare -n -m`.
+fn enter_namespace(args: &[String]) {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    let built = Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "--bin",
+            "xtlock",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .expect("run cargo");
+    assert!(built.success(), "cargo build failed");
+    let status = Command::new("unshare")
+        .args(["-n", "-m", "--"])
+        .args(args)
+        .env(INSIDE, std::fs::read_link("/proc/self/ns/net").unwrap())
+        .env(
+            "XTLOCK_BENCH_HOST_MNTNS",
+            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
+        )
+        .status()
+        .expect("run unshare (root needed)");
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn run_benchmarks(options: &Options) {
+    // Never touch a rule unless this is a new network namespace with only lo in it.
+    let host_netns = std::env::var_os(INSIDE).unwrap();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let links = sh("ip -o link show | wc -l");
+    assert!(
+        own.as_os_str() != host_netns && links.trim() == "1",
+        "not in a fresh network namespace"
+    );
+    let host_mntns = std::env::var_os("XTLOCK_BENCH_HOST_MNTNS").unwrap();
+    assert!(
+        std::fs::read_link("/proc/self/ns/mnt").unwrap().as_os_str() != host_mntns,
+        "no private mount namespace"
+    );
+    sh("mount --make-rprivate / && mount -t tmpfs xtlock-bench /run");
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let xtlock = root.join("target/release/xtlock");
+    let work = PathBuf::from("/run/bench");
+    std::fs::create_dir_all(work.join("shim")).unwrap();
+    std::os::unix::fs::symlink(&xtlock, work.join("shim/iptables-legacy")).unwrap();
+    std::fs::write(work.join("floor.c"), FLOOR_C).unwrap();
+    sh(&format!(
+        "cc -O2 -static -o {w}/floor-static {w}/floor.c && cc -O2 -o {w}/floor-dynamic {w}/floor.c",
+        w = work.display()
+    ));
+    for port in ["80", "443", "8080", "22"] {
+        sh(&format!(
+            "iptables-legacy -A INPUT -p tcp --dport {port} -j ACCEPT"
+        ));
+    }
+    println!("xtlock benchmark: {}", machine());
+    println!("{}", sh("iptables-legacy --version").trim());
+    println!();
+
+    overhead(options, &work, &xtlock);
+    handoff(options, &work, &xtlock);
+    peak_rss(&work, &xtlock);
+    if options.contention {
+        contention(root, &xtlock);
+    }
+}
+
+fn overhead(options: &Options, work: &Path, xtlock: &Path) {
+    let ipt = "iptables-legacy";
+    let flock_file = work.join("flock.lock");
+    let env_off = [
+        ("XTLOCK_SYSLOG_SOCKET", ""),
+        ("XTLOCK_LOCK_FILE", "/run/xtlock.lock"),
+    ];
+    let variants: Vec<(&str, Vec<OsString>)> = vec![
+        ("bare iptables-legacy", argv(&[ipt])),
+        (
+            "floor: static spawn+wait",
+            argv(&[&work.join("floor-static").to_string_lossy(), ipt]),
+        ),
+        (
+            "floor: dynamic spawn+wait",
+            argv(&[&work.join("floor-dynamic").to_string_lossy(), ipt]),
+        ),
+        (
+            "flock(1) FILE iptables",
+            argv(&["flock", &flock_file.to_string_lossy(), ipt]),
+        ),
+        (
+            "xtlock iptables (prefix)",
+            argv(&[&xtlock.to_string_lossy(), ipt]),
+        ),
+        (
+            "iptables via xtlock shim",
+            argv(&[&work.join("shim").join(ipt).to_string_lossy()]),
+        ),
+    ];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
+    for _ in 0..options.rounds {
+        // Interleaved, so drift on the machine hits every variant alike.
+        for (i, (_, cmd)) in variants.iter().enumerate() {
+            samples[i].push(median_call(cmd, &env_off, options.runs));
+        }
+    }
+    let bare = median(&samples[0]);
+    let floor = median(&samples[1]);
+    println!(
+        "1. Overhead of one uncontended call: `{ipt} {}` on a 4-rule table",
+        RULE.join(" ")
+    );
+    println!(
+        "   ({} rounds x {} calls; per-call median of each round, then median/min/max over rounds)",
+        options.rounds, options.runs
+    );
+    println!(
+        "   {:<28} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "variant", "median", "min", "max", "x bare", "x floor"
+    );
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(&samples[i]);
+        let (lo, hi) = (
+            samples[i].iter().min().unwrap(),
+            samples[i].iter().max().unwrap(),
+        );
+        println!(
+            "   {:<28} {:>9} {:>9} {:>9} {:>7.2}x {:>8.2}x",
+            name,
+            ms(m),
+            ms(*lo),
+            ms(*hi),
+            ratio(m, bare),
+            ratio(m, floor)
+        );
+    }
+    println!();
+}
+
+/// Median wall time of `runs` sequential calls of `cmd RULE...`.
+fn median_call(cmd: &[OsString], env: &[(&str, &str)], runs: usize) -> Duration {
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let start = Instant::now();
+        let status = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(RULE)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        times.push(start.elapsed());
+        assert!(status.success(), "{cmd:?} failed");
+    }
+    median(&times)
+}
+
+/// From the holder's last instruction to the waiter's first: the lock hand-off,
+/// process exit and the next spawn included.
+fn handoff(options: &Options, work: &Path, xtlock: &Path) {
+    let me = std::env::current_exe().unwrap();
+    let mut results = Vec::new();
+    for name in ["flock(1)", "xtlock"] {
+        let mut gaps = Vec::new();
+        for i in 0..options.runs.min(50) {
+            let (held, next) = (
+                work.join(format!("held.{i}")),
+                work.join(format!("next.{i}")),
+            );
+            let wrap = |out: &Path, sleep_ms: Option<u32>| {
+                let mut cmd = match name {
+                    "xtlock" => {
+                        let mut c = Command::new(xtlock);
+                        c.env("XTLOCK_SYSLOG_SOCKET", "")
+                            .env("XTLOCK_LOCK_FILE", "/run/handoff.lock");
+                        c
+                    }
+                    _ => {
+                        let mut c = Command::new("flock");
+                        c.arg("/run/handoff.lock");
+                        c
+                    }
+                };
+                cmd.arg(&me).arg("--stamp").arg(out);
+                if let Some(ms) = sleep_ms {
+                    cmd.arg(ms.to_string());
+                }
+                cmd.spawn().unwrap()
+            };
+            let mut holder = wrap(&held, Some(100));
+            std::thread::sleep(Duration::from_millis(30));
+            let mut waiter = wrap(&next, None);
+            holder.wait().unwrap();
+            waiter.wait().unwrap();
+            let read = |p: &Path| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .trim()
+                    .parse::<u128>()
+                    .unwrap()
+            };
+            gaps.push(Duration::from_nanos(
+                (read(&next).saturating_sub(read(&held))) as u64,
+            ));
+        }
+        results.push((name, gaps));
+    }
+    println!(
+        "3. Hand-off: holder's last instruction -> waiter's first (release, exit, wake, spawn)"
+    );
+    let base = median(&results[0].1);
+    for (name, gaps) in &results {
+        let m = median(gaps);
+        println!(
+            "   {:<28} median {:>9}  min {:>9}  max {:>9}  {:.2}x flock(1)",
+            name,
+            ms(m),
+            ms(*gaps.iter().min().unwrap()),
+            ms(*gaps.iter().max().unwrap()),
+            ratio(m, base)
+        );
+    }
+    println!();
+}
+
+fn stamp(out: &Path, sleep_ms: Option<u64>) {
+    if let Some(ms) = sleep_ms {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::fs::write(out, now.as_nanos().to_string()).unwrap();
+}
+
+/// Peak RSS of the xtlock process. wait4 reports max(own, children's), so the child
+/// here is the static floor program doing nothing: its RSS is a few pages.
+fn peak_rss(work: &Path, xtlock: &Path) {
+    let floor = work.join("floor-static");
+    let run = |cmd: &mut Command| -> (u64, bool) {
+        let child = cmd
+            .env("XTLOCK_SYSLOG_SOCKET", "")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut status = 0;
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+        (usage.ru_maxrss as u64, status == 0)
+    };
+    let (floor_kib, _) = run(Command::new(&floor).arg("true"));
+    let (xt_kib, ok) = run(Command::new(xtlock).arg(&floor).arg("true"));
+    let (ipt_kib, _) = run(Command::new(xtlock).arg("iptables-legacy").args(RULE));
+    assert!(ok);
+    println!("4. Peak RSS (wait4 ru_maxrss: the process or its largest child)");
+    println!("   {:<28} {:>6} KiB", "floor-static true", floor_kib);
+    println!(
+        "   {:<28} {:>6} KiB  {:.2} MiB",
+        "xtlock floor-static true",
+        xt_kib,
+        xt_kib as f64 / 1024.0
+    );
+    println!(
+        "   {:<28} {:>6} KiB  (iptables' own RSS included)",
+        "xtlock iptables-legacy -C", ipt_kib
+    );
+    println!();
+}
+
+/// 128 workers released together, each -N, -A -j RETURN, -I INPUT -j and 5 bans, each
+/// with its own XTABLES_LOCKFILE (except "shared", which shares iptables' own lock).
+fn contention(root: &Path, xtlock: &Path) {
+    println!(
+        "2. Contention: 128 fail2ban-style workers x 8 commands (examples/race.sh --workers 128 --bans 5)"
+    );
+    println!(
+        "   {:<34} {:>6} {:>7} {:>5} {:>9} {:>9} {:>9} {:>8}",
+        "mode", "failed", "missing", "dups", "wall", "min", "max", "x flock"
+    );
+    let modes = [
+        ("bare (own locks: unprotected)", "bare"),
+        ("bare -w, iptables' lock shared", "shared"),
+        ("flock(1) around each call", "flock"),
+        ("xtlock", "xtlock"),
+    ];
+    let mut rows = Vec::new();
+    for (label, mode) in modes {
+        let mut walls = Vec::new();
+        let mut worst = (0, 0, 0);
+        for _ in 0..3 {
+            let out = Command::new("sh")
+                .arg(root.join("examples/race.sh"))
+                .args([
+                    "--xtlock",
+                    &xtlock.to_string_lossy(),
+                    "--mode",
+                    mode,
+                    "--workers",
+                    "128",
+                    "--bans",
+                    "5",
+                ])
+                .stderr(Stdio::null())
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("mode="))
+                .expect("race.sh result");
+            let get = |key: &str| -> u64 {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            };
+            walls.push(Duration::from_millis(get("wall_ms")));
+            worst = worst.max((get("failed"), get("missing"), get("duplicated")));
+        }
+        rows.push((label, worst, walls));
+    }
+    let flock_wall = median(&rows[2].2);
+    for (label, (failed, missing, dups), walls) in &rows {
+        let m = median(walls);
+        println!(
+            "   {:<34} {:>6} {:>7} {:>5} {:>9} {:>9} {:>9} {:>7.2}x",
+            label,
+            failed,
+            missing,
+            dups,
+            ms(m),
+            ms(*walls.iter().min().unwrap()),
+            ms(*walls.iter().max().unwrap()),
+            ratio(m, flock_wall)
+        );
+    }
+    println!("   (failed/missing/dups: the worst of 3 runs; wall: median, min, max of 3)");
+    println!();
+}
+
+fn argv(parts: &[&str]) -> Vec<OsString> {
+    parts.iter().map(OsString::from).collect()
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn machine() -> String {
+    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+        .trim()
+        .to_string();
+    format!(
+        "{} cores, {cpu}, kernel {}",
+        sh("nproc").trim(),
+        sh("uname -r").trim()
+    )
+}
