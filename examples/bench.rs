@@ -306,6 +306,8 @@ fn stamp(out: &Path, sleep_ms: Option<u64>) {
 /// here is the static floor program doing nothing: its RSS is a few pages.
 fn peak_rss(work: &Path, xtlock: &Path) {
     let floor = work.join("floor-static");
+    // Reaped by wait4 below, which std's Child::wait cannot do with rusage.
+    #[allow(clippy::zombie_processes)]
     let run = |cmd: &mut Command| -> (u64, bool) {
         let child = cmd
             .env("XTLOCK_SYSLOG_SOCKET", "")
