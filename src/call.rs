@@ -146,25 +146,20 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
     } else {
         let lock = LockFile::open(&config.lock_file)
             .map_err(|e| Failure::new(exit::LOCK, e.to_string()))?;
-        let identity = lock.identity();
         let nested = std::env::var_os(nesting::HOLDER_VAR)
             .and_then(|v| Marker::parse(&v))
-            .is_some_and(|marker| identity.is_some_and(|id| marker.is_live_for(id)));
+            .is_some_and(|marker| marker.is_live_for(lock.identity()));
         if nested {
             None // our ancestor holds the lock for us; its marker is inherited as it is
         } else {
             let held = acquire(call, lock, config, logger, start)?;
-            if let Some((dev, ino)) = identity {
-                env.push((
-                    nesting::HOLDER_VAR,
-                    Marker {
-                        pid: std::process::id(),
-                        dev,
-                        ino,
-                    }
-                    .render(),
-                ));
-            }
+            let (dev, ino) = held.identity;
+            let marker = Marker {
+                pid: std::process::id(),
+                dev,
+                ino,
+            };
+            env.push((nesting::HOLDER_VAR, marker.render()));
             Some(held)
         }
     };

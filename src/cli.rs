@@ -86,6 +86,15 @@ pub enum Parsed {
 
 /// Parse our own options; help and version are answers, not errors.
 pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
+    // The common case, `xtlock iptables ...`, has nothing for an option parser to do.
+    if let Some(first) = args.get(1)
+        && !first.as_encoded_bytes().starts_with(b"-")
+    {
+        return Ok(Parsed::Run(Cli {
+            options: Layer::default(),
+            program: Some(args[1..].to_vec()),
+        }));
+    }
     let matches = match command().try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => {

@@ -86,50 +86,38 @@ pub fn errno_text(e: &io::Error) -> String {
 pub struct LockFile {
     file: File,
     path: PathBuf,
+    identity: (u64, u64),
 }
 
 /// Holding the lock; dropping it (or exiting) releases it.
 pub struct Held {
     _file: File,
     pub waited: Duration,
+    /// (device, inode) of the file locked, for the nesting marker.
+    pub identity: (u64, u64),
 }
 
 impl LockFile {
     /// Open (creating it 0600, and its directory, if missing) without following a
     /// symlink: a lock path that is a link could be pointed anywhere by whoever owns it.
     pub fn open(path: &Path) -> Result<LockFile, LockError> {
-        if let Some(dir) = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
-        {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(dir)
-                .map_err(|e| LockError::CreateDir(dir.to_path_buf(), e))?;
-        }
-        // O_NONBLOCK: opening a FIFO planted at the path must not hang us.
-        let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
-        let writable = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .mode(0o600)
-            .custom_flags(flags)
-            .open(path);
-        let file = match writable {
-            Ok(file) => file,
-            // A read-only file system or a file we may not write: flock works on a
-            // read-only descriptor too, as long as the file exists.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {
-                OpenOptions::new()
-                    .read(true)
-                    .custom_flags(flags)
-                    .open(path)
-                    .map_err(|_| LockError::Open(path.to_path_buf(), e))?
+        let file = match open_file(path) {
+            // The directory is created only when missing (/run is a tmpfs, emptied at boot).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+                let Some(dir) = dir else {
+                    return Err(LockError::Open(path.to_path_buf(), e));
+                };
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(dir)
+                    .map_err(|e| LockError::CreateDir(dir.to_path_buf(), e))?;
+                open_file(path)
             }
-            Err(e) => return Err(classify_open_error(path, e)),
+            other => other,
         };
+        let file = file.map_err(|e| classify_open_error(path, e))?;
         let meta = file
             .metadata()
             .map_err(|e| LockError::Open(path.to_path_buf(), e))?;
@@ -139,6 +127,7 @@ impl LockFile {
         Ok(LockFile {
             file,
             path: path.to_path_buf(),
+            identity: (meta.dev(), meta.ino()),
         })
     }
 
@@ -147,8 +136,8 @@ impl LockFile {
     }
 
     /// (device, inode) of the open file: what /proc/locks and the nesting marker name.
-    pub fn identity(&self) -> Option<(u64, u64)> {
-        self.file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    pub fn identity(&self) -> (u64, u64) {
+        self.identity
     }
 
     /// Take the lock, waiting at most `timeout`.
@@ -161,6 +150,7 @@ impl LockFile {
             // else will ever ask for: open the path again and lock that.
             if lock_file.still_at_path() {
                 return Ok(Held {
+                    identity: lock_file.identity,
                     _file: lock_file.file,
                     waited: start.elapsed(),
                 });
@@ -208,19 +198,42 @@ impl LockFile {
     }
 
     fn still_at_path(&self) -> bool {
-        let open = self.file.metadata().ok().map(|m| (m.dev(), m.ino()));
         let named = std::fs::symlink_metadata(&self.path)
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        open.is_some() && open == named
+        named == Some(self.identity)
     }
 
     /// "pid 812: iptables -N f2b-sshd", from /proc/locks, for a waiter's message.
     pub fn holder(&self) -> Option<String> {
-        let (dev, ino) = self.identity()?;
+        let (dev, ino) = self.identity;
         let pids = crate::procinfo::flock_holders(dev, ino);
         let pid = *pids.first()?;
         Some(format!("pid {pid}: {}", crate::procinfo::describe(pid)))
+    }
+}
+
+/// O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO planted at the path from
+/// hanging us. On a read-only file system (or a file we may not write) the file is
+/// opened read-only: flock works on any descriptor, as long as the file exists.
+fn open_file(path: &Path) -> io::Result<File> {
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let writable = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .mode(0o600)
+        .custom_flags(flags)
+        .open(path);
+    match writable {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {
+            OpenOptions::new()
+                .read(true)
+                .custom_flags(flags)
+                .open(path)
+                .map_err(|_| e)
+        }
+        other => other,
     }
 }
 

@@ -78,7 +78,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
         let lock = crate::lock::LockFile::open(&path).unwrap();
-        let id = lock.identity().unwrap();
+        let id = lock.identity();
         let parent = std::os::unix::process::parent_id();
         // Our parent is an ancestor but holds nothing.
         assert!(

@@ -1,6 +1,8 @@
 //! Finding the real program: the next executable of our name in PATH that is not
 //! xtlock itself (ccache's masquerade rules). argv[0] is never trusted for "is it me":
-//! candidates are compared with the running binary by (device, inode) and canonical path.
+//! candidates are compared with the running binary by (device, inode) once symlinks are
+//! followed. That is what a canonical path names, and it also catches hard links, which
+//! canonical paths miss, without a readlink per path component.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -67,7 +69,7 @@ impl fmt::Display for ResolveError {
 /// Walk `path_var` for `name`. Acceptance rules, in order:
 /// 1. the entry exists and is a regular file once symlinks are followed;
 /// 2. it is executable by us;
-/// 3. it is not xtlock (same inode or same canonical path as the running binary),
+/// 3. it is not xtlock (the same inode as the running binary),
 ///    so a shim never finds itself, whatever name or link it was called by.
 ///
 /// The returned path is the PATH entry itself, not its canonical target: xtables
@@ -129,20 +131,17 @@ pub fn check_path(
 pub struct SelfIdentity {
     dev: u64,
     ino: u64,
-    canonical: Option<PathBuf>,
 }
 
 impl SelfIdentity {
+    /// /proc/self/exe names our inode even after an upgrade replaced the file. (Then the
+    /// new binary at the shim's path is another inode and is run as the "real" program;
+    /// it finds the real one itself, and runs under our lock as a nested call.)
     pub fn current() -> Option<SelfIdentity> {
-        // /proc/self/exe names the inode even when the file was replaced or deleted.
         let meta = std::fs::metadata("/proc/self/exe").ok()?;
-        let canonical = std::env::current_exe()
-            .ok()
-            .and_then(|p| p.canonicalize().ok());
         Some(SelfIdentity {
             dev: meta.dev(),
             ino: meta.ino(),
-            canonical,
         })
     }
 
@@ -155,9 +154,6 @@ impl SelfIdentity {
             return Candidate::Missing;
         }
         if (meta.dev(), meta.ino()) == (self.dev, self.ino) {
-            return Candidate::Xtlock;
-        }
-        if self.canonical.is_some() && candidate.canonicalize().ok() == self.canonical {
             return Candidate::Xtlock;
         }
         if !is_executable(candidate) {
