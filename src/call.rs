@@ -141,7 +141,7 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
     });
 
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
-    let _held = if only_asks_for_help(&call.args) {
+    let held = if only_asks_for_help(&call.args) {
         None
     } else {
         let lock = LockFile::open(&config.lock_file)
@@ -175,7 +175,9 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
     let attempts = config.retries + 1;
     let deadline = start + config.timeout;
     let mut attempt_no = 1;
-    let final_attempt = loop {
+    // The final attempt, and the event that says how it failed (logged after the lock
+    // is released: a slow syslog must not hold up the next firewall call).
+    let (final_attempt, final_event) = loop {
         let attempt = run::run_once(&program, &input).map_err(|e| spawn_failure(&path, e))?;
         let verdict = retry::classify(attempt.status.code(), &attempt.stderr, restore_call);
         // One line per failed attempt, named by what xtlock did about it.
@@ -188,15 +190,15 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
         };
         let delay = retry::backoff(attempt_no, fastrand::f64());
         match verdict {
-            Verdict::Final if attempt.status.success() => break attempt,
+            Verdict::Final if attempt.status.success() => break (attempt, None),
             Verdict::Final => {
-                logger.log(with_stderr(event(Severity::Notice, "failed"), &attempt));
-                break attempt;
+                let e = with_stderr(event(Severity::Notice, "failed"), &attempt);
+                break (attempt, Some(e));
             }
             Verdict::Unsafe(reason) => {
                 let e = event(Severity::Warning, "not-retried").field("reason", reason);
-                logger.log(with_stderr(e, &attempt));
-                break attempt;
+                let e = with_stderr(e, &attempt);
+                break (attempt, Some(e));
             }
             Verdict::Retry(reason) => {
                 let interrupted = crate::signals::received().is_some();
@@ -211,8 +213,8 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
                     let e = event(Severity::Error, "gave-up")
                         .field("reason", reason)
                         .field("why", why);
-                    logger.log(with_stderr(e, &attempt));
-                    break attempt;
+                    let e = with_stderr(e, &attempt);
+                    break (attempt, Some(e));
                 }
                 let e = event(Severity::Warning, "retry")
                     .field("reason", reason)
@@ -223,8 +225,12 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
             }
         }
     };
+    drop(held);
     // The caller sees the final attempt's stderr byte for byte, and nothing of ours.
     let _ = std::io::stderr().write_all(&final_attempt.stderr);
+    if let Some(event) = final_event {
+        logger.log(event);
+    }
     if config.verbose {
         let e = call
             .event(Severity::Info, "call")
