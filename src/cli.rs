@@ -59,12 +59,93 @@ pub fn command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Log every call, not only the failures"),
         )
+        .subcommand(install_args(
+            Command::new("install")
+                .about("Link the firewall tools found on this host to xtlock in DIR (a PATH shim each)")
+                .arg(flag("fail2ban", "Also write fail2ban's action.d/iptables.local to route its iptables actions")),
+        ))
+        .subcommand(install_args(
+            Command::new("uninstall")
+                .about("Remove what install made (only xtlock links, and only our fail2ban file)")
+                .arg(flag("fail2ban", "Also remove the fail2ban file install wrote")),
+        ))
+        .subcommand(
+            Command::new("doctor")
+                .about("Check that firewall calls go through xtlock; one line per problem, with its fix")
+                .arg(fail2ban_dir()),
+        )
+        .subcommand(
+            Command::new("stats")
+                .about("Summarise the log: calls, failures, retries, lock waits, slowest callers")
+                .arg(
+                    Arg::new("since")
+                        .long("since")
+                        .value_name("DURATION")
+                        .value_parser(humantime::parse_duration)
+                        .help("Only the last DURATION (e.g. 1h, 30min, 2days)"),
+                )
+                .arg(path("log-file", "Read this log file instead of the configured one or journald")),
+        )
+}
+
+/// Names that are xtlock's own commands; `xtlock -- NAME` runs a program of that name.
+pub const ADMIN_COMMANDS: [&str; 4] = ["install", "uninstall", "doctor", "stats"];
+
+fn flag(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .action(ArgAction::SetTrue)
+        .help(help)
+}
+
+fn fail2ban_dir() -> Arg {
+    Arg::new("fail2ban-dir")
+        .long("fail2ban-dir")
+        .value_name("DIR")
+        .value_parser(value_parser!(PathBuf))
+        .default_value(crate::admin::FAIL2BAN_ACTION_DIR)
+        .help("fail2ban's action.d directory")
+}
+
+fn install_args(command: Command) -> Command {
+    command
+        .arg(
+            Arg::new("dir")
+                .long("dir")
+                .value_name("DIR")
+                .value_parser(value_parser!(PathBuf))
+                .default_value(crate::admin::DEFAULT_SHIM_DIR)
+                .help("Where the links go; it must come before the real tools in PATH"),
+        )
+        .arg(fail2ban_dir())
+        .arg(flag("dry-run", "Print what would change, change nothing"))
 }
 
 pub struct Cli {
     pub options: Layer,
-    /// PROGRAM and its ARGS, if given.
-    pub program: Option<Vec<OsString>>,
+    pub action: Action,
+}
+
+pub enum Action {
+    /// PROGRAM and its ARGS.
+    Run(Vec<OsString>),
+    Install(crate::admin::install::Options),
+    Uninstall(crate::admin::install::Options),
+    Doctor(crate::admin::doctor::Options),
+    Stats(crate::admin::stats::Options),
+    Nothing,
+}
+
+fn install_options(m: &ArgMatches) -> crate::admin::install::Options {
+    crate::admin::install::Options {
+        dir: m.get_one::<PathBuf>("dir").cloned().unwrap_or_default(),
+        fail2ban_dir: m.get_flag("fail2ban").then(|| {
+            m.get_one::<PathBuf>("fail2ban-dir")
+                .cloned()
+                .unwrap_or_default()
+        }),
+        dry_run: m.get_flag("dry-run"),
+    }
 }
 
 fn layer(matches: &ArgMatches) -> Layer {
@@ -89,10 +170,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
     // The common case, `xtlock iptables ...`, has nothing for an option parser to do.
     if let Some(first) = args.get(1)
         && !first.as_encoded_bytes().starts_with(b"-")
+        && !ADMIN_COMMANDS.iter().any(|c| first == c)
     {
+        let action = Action::Run(args[1..].to_vec());
         return Ok(Parsed::Run(Cli {
             options: Layer::default(),
-            program: Some(args[1..].to_vec()),
+            action,
         }));
     }
     let matches = match command().try_get_matches_from(args) {
@@ -102,17 +185,29 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
             return Ok(Parsed::Done(if e.use_stderr() { exit::OWN } else { 0 }));
         }
     };
-    let program = match matches.subcommand() {
+    let action = match matches.subcommand() {
+        Some(("install", m)) => Action::Install(install_options(m)),
+        Some(("uninstall", m)) => Action::Uninstall(install_options(m)),
+        Some(("doctor", m)) => Action::Doctor(crate::admin::doctor::Options {
+            fail2ban_dir: m
+                .get_one::<PathBuf>("fail2ban-dir")
+                .cloned()
+                .unwrap_or_default(),
+        }),
+        Some(("stats", m)) => Action::Stats(crate::admin::stats::Options {
+            since: m.get_one::<std::time::Duration>("since").copied(),
+            log_file: m.get_one::<PathBuf>("log-file").cloned(),
+        }),
         Some((name, sub)) => {
             let mut argv = vec![OsString::from(name)];
             argv.extend(sub.get_many::<OsString>("").into_iter().flatten().cloned());
-            Some(argv)
+            Action::Run(argv)
         }
-        None => None,
+        None => Action::Nothing,
     };
     Ok(Parsed::Run(Cli {
         options: layer(&matches),
-        program,
+        action,
     }))
 }
 

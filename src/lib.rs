@@ -1,6 +1,7 @@
 //! xtlock: run a firewall program under one system-wide lock, retrying only failures
 //! that committed nothing, and passing its output and exit status through unchanged.
 
+pub mod admin;
 pub mod call;
 pub mod cli;
 pub mod config;
@@ -41,9 +42,21 @@ fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
         cli::Parsed::Done(code) => return Ok(code),
         cli::Parsed::Run(cli) => cli,
     };
-    match cli.program {
-        Some(program_and_args) => run_call(cli::to_call(program_and_args), cli.options),
-        None => Err(Failure::new(
+    match cli.action {
+        cli::Action::Run(program_and_args) => run_call(cli::to_call(program_and_args), cli.options),
+        cli::Action::Install(options) => admin::install::install(&options),
+        cli::Action::Uninstall(options) => admin::install::uninstall(&options),
+        cli::Action::Doctor(options) => admin::doctor::doctor(&options),
+        cli::Action::Stats(mut options) => {
+            if options.log_file.is_none() {
+                // The configured log file, if any; else journald.
+                let (config, _) = config::load(&config::Sources::process(), cli.options)
+                    .map_err(|problem| Failure::new(exit::OWN, problem))?;
+                options.log_file = config.log_file;
+            }
+            admin::stats::stats(&options)
+        }
+        cli::Action::Nothing => Err(Failure::new(
             exit::OWN,
             "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...",
         )),

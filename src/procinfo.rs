@@ -38,6 +38,22 @@ fn parse_stat_ppid(stat: &str) -> Option<u32> {
     rest.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// How long `pid` has been running, in seconds (from its start time in /proc/PID/stat).
+pub fn age_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Field 22 of stat; `rest` starts at field 3.
+    let start_ticks: f64 = rest.split_whitespace().nth(19)?.parse().ok()?;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((uptime - start_ticks / ticks_per_sec).max(0.0))
+}
+
 /// Is `pid` our parent, grandparent, ...?
 pub fn is_ancestor(pid: u32) -> bool {
     let mut current = std::os::unix::process::parent_id();
@@ -118,5 +134,7 @@ mod tests {
         assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
         assert!(is_ancestor(std::os::unix::process::parent_id()));
         assert!(!is_ancestor(me), "a process is not its own ancestor");
+        let age = age_secs(me).unwrap();
+        assert!((0.0..600.0).contains(&age), "{age}");
     }
 }

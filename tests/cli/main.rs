@@ -1,6 +1,7 @@
 //! Integration tests: the built binary, run the way callers run it. One test binary with
 //! modules keeps compile time down (as rustup's tests do).
 
+mod admin;
 mod common;
 mod faults;
 mod lock;

@@ -1,0 +1,232 @@
+//! `xtlock doctor`: is every firewall call on this host going through xtlock, and is
+//! anything in its way? One line per finding; each problem names its fix. Exit 0 when
+//! healthy, 1 otherwise.
+
+use super::{SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
+use crate::call::{Failure, exit};
+use crate::config::{Layer, Sources};
+use crate::resolve::{SelfIdentity, find_in_path};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+
+pub struct Options {
+    pub fail2ban_dir: std::path::PathBuf,
+}
+
+struct Report {
+    problems: u32,
+}
+
+impl Report {
+    fn ok(&self, text: impl AsRef<str>) {
+        println!("ok: {}", text.as_ref());
+    }
+    fn note(&self, text: impl AsRef<str>) {
+        println!("note: {}", text.as_ref());
+    }
+    fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
+        self.problems += 1;
+        println!("problem: {}; fix: {}", text.as_ref(), fix.as_ref());
+    }
+}
+
+pub fn doctor(options: &Options) -> Result<u8, Failure> {
+    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let me = SelfIdentity::current()
+        .ok_or_else(|| Failure::new(exit::OWN, "cannot read /proc/self/exe"))?;
+    let mut report = Report { problems: 0 };
+    let path_var = std::env::var("PATH").unwrap_or_default();
+    let systemd = Path::new("/run/systemd/system").exists();
+
+    let (config, warnings) = crate::config::load(&Sources::process(), Layer::default())
+        .map_err(|e| Failure::new(exit::OWN, e))?;
+    match warnings.as_slice() {
+        [] => report.ok(format!("config: {}", describe_config(&config))),
+        _ => {
+            for warning in &warnings {
+                report.problem(
+                    format!("config: {warning}"),
+                    "correct it, or remove the file to use the defaults",
+                );
+            }
+        }
+    }
+
+    let mut shimmed_iptables = false;
+    for tool in TOOLS {
+        let Some(first) = first_in_path(tool, &path_var) else {
+            continue;
+        };
+        let real = match find_in_path(tool.as_ref(), Some(path_var.as_ref()), |p| me.probe(p)) {
+            Ok(real) => real,
+            Err(e) => {
+                report.problem(
+                    format!("{tool}: {e}"),
+                    "install the real program, or remove the shim",
+                );
+                continue;
+            }
+        };
+        let backend = backend_of(&real);
+        if is_xtlock_link(&first, &own) {
+            shimmed_iptables |= *tool == "iptables";
+            report.ok(format!(
+                "{tool}: shim {} first in PATH, real {} ({backend})",
+                first.display(),
+                real.display()
+            ));
+        } else {
+            report.problem(
+                format!(
+                    "{tool}: {} ({backend}) comes first in PATH, not an xtlock shim",
+                    first.display()
+                ),
+                "`xtlock install --dir DIR` with DIR before it in PATH",
+            );
+        }
+        if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| is_xtlock_link(&p, &own)) {
+            report.problem(
+                format!(
+                    "{tool}: services (systemd PATH {SYSTEMD_PATH}) do not reach an xtlock shim"
+                ),
+                "`xtlock install` (into /usr/local/sbin)",
+            );
+        }
+    }
+    if !systemd {
+        report.note("no systemd here: the PATH services get was not checked");
+    }
+
+    check_lock(&config.lock_file, &mut report);
+    check_fail2ban(&options.fail2ban_dir, shimmed_iptables, &mut report);
+    check_log(&config, &mut report);
+    Ok(if report.problems == 0 { 0 } else { 1 })
+}
+
+fn describe_config(config: &crate::config::Config) -> String {
+    format!(
+        "lock_file={} timeout={}s retries={} max_stdin={}",
+        config.lock_file.display(),
+        config.timeout.as_secs_f64(),
+        config.retries,
+        config.max_stdin
+    )
+}
+
+/// "legacy" or "nf_tables", from `PROGRAM --version`.
+fn backend_of(program: &Path) -> String {
+    let output = Command::new(program).arg("--version").output();
+    let text = output
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let first = text.lines().next().unwrap_or("").trim();
+    if first.contains("(legacy)") {
+        "legacy".into()
+    } else if first.contains("(nf_tables)") {
+        "nf_tables".into()
+    } else if first.is_empty() {
+        "version unknown".into()
+    } else {
+        first.to_string()
+    }
+}
+
+fn check_lock(path: &Path, report: &mut Report) {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(_) => {
+            report.ok(format!(
+                "lock {}: not created yet (the first call makes it)",
+                path.display()
+            ));
+            return;
+        }
+    };
+    if meta.file_type().is_symlink() || !meta.is_file() {
+        report.problem(
+            format!(
+                "lock {}: not a regular file, so every call fails",
+                path.display()
+            ),
+            "remove it; xtlock creates it",
+        );
+        return;
+    }
+    let holders = crate::procinfo::flock_holders(meta.dev(), meta.ino());
+    match holders.first() {
+        None => report.ok(format!("lock {}: free", path.display())),
+        Some(&pid) => {
+            let age = crate::procinfo::age_secs(pid).unwrap_or(0.0);
+            let who = format!(
+                "pid {pid} ({}), running for {age:.0}s",
+                crate::procinfo::describe(pid)
+            );
+            if age > 1.0 {
+                report.problem(
+                    format!(
+                        "lock {}: held by {who}; every other call waits for it",
+                        path.display()
+                    ),
+                    format!("if it is stuck, end it: kill {pid}"),
+                );
+            } else {
+                report.ok(format!("lock {}: held just now by {who}", path.display()));
+            }
+        }
+    }
+}
+
+fn check_fail2ban(dir: &Path, shimmed_iptables: bool, report: &mut Report) {
+    if !dir.is_dir() {
+        return;
+    }
+    let local = dir.join("iptables.local");
+    let routed = std::fs::read_to_string(&local).is_ok_and(|t| {
+        t.lines()
+            .any(|l| l.trim_start().starts_with("iptables =") && l.contains("xtlock"))
+    });
+    if routed {
+        report.ok(format!(
+            "fail2ban: {} routes its iptables actions through xtlock",
+            local.display()
+        ));
+    } else if shimmed_iptables {
+        report.ok("fail2ban: its iptables actions reach the xtlock shim through PATH");
+    } else {
+        report.problem(
+            format!(
+                "fail2ban: its iptables actions do not go through xtlock (no {})",
+                local.display()
+            ),
+            "`xtlock install --fail2ban`",
+        );
+    }
+}
+
+fn check_log(config: &crate::config::Config, report: &mut Report) {
+    let syslog = config
+        .syslog_socket
+        .as_ref()
+        .filter(|s| std::fs::symlink_metadata(s).is_ok());
+    let file = config.log_file.as_ref();
+    match (syslog, file) {
+        (Some(socket), _) => report.ok(format!(
+            "log: syslog at {}{}",
+            socket.display(),
+            file.map(|f| format!(" and {}", f.display()))
+                .unwrap_or_default()
+        )),
+        (None, Some(file)) => report.ok(format!("log: {} (no syslog socket)", file.display())),
+        (None, None) => report.problem(
+            format!(
+                "log: no syslog socket at {} and no log_file: failures are logged nowhere",
+                config
+                    .syslog_socket
+                    .as_ref()
+                    .map_or("(off)".into(), |s| s.display().to_string())
+            ),
+            "set log_file in /etc/xtlock.conf",
+        ),
+    }
+}

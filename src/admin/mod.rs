@@ -1,0 +1,75 @@
+//! Admin commands, apart from the hot path: `install`/`uninstall` (PATH shims and
+//! fail2ban wiring), `doctor` (is every firewall call really going through xtlock?),
+//! and `stats` (what the log says).
+
+pub mod doctor;
+pub mod install;
+pub mod stats;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// The programs xtlock can stand in front of.
+pub const TOOLS: &[&str] = &[
+    "iptables",
+    "ip6tables",
+    "iptables-restore",
+    "ip6tables-restore",
+    "iptables-save",
+    "ip6tables-save",
+    "iptables-legacy",
+    "iptables-legacy-restore",
+    "iptables-legacy-save",
+    "ip6tables-legacy",
+    "ip6tables-legacy-restore",
+    "ip6tables-legacy-save",
+    "iptables-nft",
+    "iptables-nft-restore",
+    "iptables-nft-save",
+    "ip6tables-nft",
+    "ip6tables-nft-restore",
+    "ip6tables-nft-save",
+    "ebtables",
+    "arptables",
+    "ipset",
+];
+
+/// Where `install` puts the shims: before /usr/sbin in Debian's and systemd's PATH.
+pub const DEFAULT_SHIM_DIR: &str = "/usr/local/sbin";
+/// The PATH systemd gives services (and so fail2ban) on a merged-/usr system.
+pub const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const FAIL2BAN_ACTION_DIR: &str = "/etc/fail2ban/action.d";
+/// The first line of a fail2ban file written by `install --fail2ban`, so that
+/// `uninstall` and a second `install` know it is ours.
+pub const FAIL2BAN_MARKER: &str =
+    "# Written by `xtlock install --fail2ban`; `xtlock uninstall --fail2ban` removes it.";
+
+/// The xtlock binary that is running, by a path that is stable (not /proc/self/exe).
+pub fn own_binary() -> Result<PathBuf, String> {
+    std::env::current_exe()
+        .and_then(|p| p.canonicalize())
+        .map_err(|e| format!("cannot find my own binary: {}", crate::lock::errno_text(&e)))
+}
+
+/// Is `path` a symlink to xtlock (this binary, or any file named xtlock)?
+pub fn is_xtlock_link(path: &Path, own: &Path) -> bool {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if !meta.file_type().is_symlink() {
+        return false;
+    }
+    let same_inode = match (std::fs::metadata(path), std::fs::metadata(own)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    };
+    same_inode
+        || std::fs::read_link(path).is_ok_and(|t| t.file_name().is_some_and(|n| n == "xtlock"))
+}
+
+/// The first entry named `name` in `path_var`, whatever it is.
+pub fn first_in_path(name: &str, path_var: &str) -> Option<PathBuf> {
+    std::env::split_paths(path_var)
+        .map(|d| d.join(name))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+}

@@ -1,0 +1,280 @@
+//! The admin commands against temp directories: install/uninstall round trip, the
+//! fail2ban file, doctor on a healthy install and on each injected problem, and stats.
+
+use crate::common::*;
+use std::path::Path;
+use std::process::Stdio;
+
+fn listing(dir: &Path) -> Vec<(String, Option<std::path::PathBuf>)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(e.path()).ok(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+fn with_shim_first(sb: &Sandbox, cmd: &mut std::process::Command) {
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+            sb.path("shim").display()
+        ),
+    );
+}
+
+#[test]
+fn install_uninstall_round_trip_leaves_the_directory_as_it_was() {
+    let sb = Sandbox::new();
+    let dir = sb.path("shim");
+    std::fs::write(dir.join("iptables-save"), "#!/bin/sh\n# not ours\n").unwrap();
+    std::fs::write(dir.join("unrelated"), "x").unwrap();
+    let before = listing(&dir);
+    let mut cmd = sb.xtlock();
+    with_shim_first(&sb, &mut cmd);
+    let out = run(cmd.args(["install", "--dir"]).arg(&dir));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(code(&out), 1, "a skipped file is reported: {stdout}");
+    assert!(
+        stdout.contains(&format!("linked {}/iptables -> ", dir.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "skipped {}/iptables-save: exists and is not an xtlock link",
+            dir.display()
+        )),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("iptables-save")).unwrap(),
+        "#!/bin/sh\n# not ours\n"
+    );
+    assert!(std::fs::read_link(dir.join("iptables")).is_ok());
+    // Idempotent.
+    let again = run(sb.xtlock().args(["install", "--dir"]).arg(&dir));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already linked"));
+    let out = run(sb.xtlock().args(["uninstall", "--dir"]).arg(&dir));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(listing(&dir), before);
+}
+
+#[test]
+fn install_warns_when_the_shim_dir_comes_too_late() {
+    let sb = Sandbox::new();
+    let dir = sb.path("shim");
+    let mut cmd = sb.xtlock();
+    cmd.env(
+        "PATH",
+        format!("/usr/sbin:/usr/bin:/sbin:/bin:{}", dir.display()),
+    );
+    let out = run(cmd.args(["install", "--dry-run", "--dir"]).arg(&dir));
+    assert!(
+        stderr(&out).contains(&format!(
+            "in the current PATH, {} comes after /usr/sbin/iptables",
+            dir.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(listing(&dir).is_empty(), "dry run changed nothing");
+}
+
+#[test]
+fn fail2ban_file_is_written_refused_and_removed() {
+    let sb = Sandbox::new();
+    let f2b = sb.path("action.d");
+    std::fs::create_dir(&f2b).unwrap();
+    let install = |extra: &[&str]| {
+        run(sb
+            .xtlock()
+            .args(["install", "--fail2ban", "--fail2ban-dir"])
+            .arg(&f2b)
+            .arg("--dir")
+            .arg(sb.path("shim"))
+            .args(extra))
+    };
+    let out = install(&[]);
+    let local = std::fs::read_to_string(f2b.join("iptables.local")).unwrap();
+    assert!(
+        local.contains("[Init]\niptables = ") && local.contains(" iptables <lockingopt>"),
+        "{local}"
+    );
+    assert!(
+        local.contains("[Init?family=inet6]\niptables = ")
+            && local.contains(" ip6tables <lockingopt>"),
+        "{local}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("wrote"));
+    // Ours: rewriting is fine. Not ours: refused, untouched.
+    std::fs::write(
+        f2b.join("iptables.local"),
+        "[Init]\niptables = iptables -w\n",
+    )
+    .unwrap();
+    let out = install(&[]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not overwriting"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(f2b.join("iptables.local")).unwrap(),
+        "[Init]\niptables = iptables -w\n"
+    );
+    let out = run(sb
+        .xtlock()
+        .args(["uninstall", "--fail2ban", "--fail2ban-dir"])
+        .arg(&f2b)
+        .arg("--dir")
+        .arg(sb.path("shim")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not ours"));
+    assert!(f2b.join("iptables.local").exists());
+}
+
+fn doctor(sb: &Sandbox, path: &str) -> (i32, String) {
+    let out = run(sb
+        .xtlock()
+        .args(["doctor", "--fail2ban-dir"])
+        .arg(sb.path("action.d"))
+        .env("PATH", path));
+    (
+        code(&out),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+fn healthy_install() -> (Sandbox, String) {
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path("action.d")).unwrap();
+    let out = run(sb
+        .xtlock()
+        .args(["install", "--fail2ban", "--fail2ban-dir"])
+        .arg(sb.path("action.d"))
+        .arg("--dir")
+        .arg(sb.path("shim")));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let path = format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        sb.path("shim").display()
+    );
+    (sb, path)
+}
+
+#[test]
+fn doctor_reports_a_healthy_install() {
+    if !require("iptables", Path::new("/usr/sbin/iptables").exists()) {
+        return;
+    }
+    let (sb, path) = healthy_install();
+    let (status, report) = doctor(&sb, &path);
+    assert_eq!(status, 0, "{report}");
+    assert!(!report.contains("problem:"), "{report}");
+    assert!(
+        report.contains(&format!(
+            "ok: iptables: shim {}/iptables first in PATH, real /usr/sbin/iptables",
+            sb.path("shim").display()
+        )),
+        "{report}"
+    );
+    assert!(report.contains("ok: fail2ban:"), "{report}");
+}
+
+#[test]
+fn doctor_names_each_injected_problem() {
+    if !require("iptables", Path::new("/usr/sbin/iptables").exists()) {
+        return;
+    }
+    let (sb, path) = healthy_install();
+    // 1. The shim directory after the real binaries.
+    let late = format!(
+        "/usr/sbin:/usr/bin:/sbin:/bin:{}",
+        sb.path("shim").display()
+    );
+    let (status, report) = doctor(&sb, &late);
+    assert_eq!(status, 1);
+    assert!(
+        report.contains("problem: iptables: /usr/sbin/iptables (")
+            && report.contains("comes first in PATH, not an xtlock shim; fix: "),
+        "{report}"
+    );
+    // 2. The lock held by a sleeping process.
+    let mut holder = std::process::Command::new("flock")
+        .arg(sb.lock_file())
+        .args(["sleep", "30"])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (status, report) = doctor(&sb, &path);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(status, 1);
+    let want = format!(
+        "problem: lock {}: held by pid {} (flock {} sleep 30), running for ",
+        sb.lock_file().display(),
+        holder.id(),
+        sb.lock_file().display()
+    );
+    assert!(report.contains(&want), "{report}");
+    assert!(
+        report.contains(&format!(
+            "fix: if it is stuck, end it: kill {}",
+            holder.id()
+        )),
+        "{report}"
+    );
+    // 3. A bad config file.
+    std::fs::write(sb.path("xtlock.conf"), "timeout = \"soon\"\n").unwrap();
+    let (status, report) = doctor(&sb, &path);
+    assert_eq!(status, 1);
+    assert!(
+        report.contains("problem: config: ignoring config file ")
+            && report.contains("xtlock.conf:1: invalid type for `timeout`"),
+        "{report}"
+    );
+    // 4. fail2ban not routed.
+    std::fs::remove_file(sb.path("action.d/iptables.local")).unwrap();
+    std::fs::write(sb.path("xtlock.conf"), "").unwrap();
+    let (status, report) = doctor(&sb, "/usr/sbin:/usr/bin:/sbin:/bin");
+    assert_eq!(status, 1);
+    assert!(
+        report.contains("problem: fail2ban: its iptables actions do not go through xtlock"),
+        "{report}"
+    );
+}
+
+#[test]
+fn stats_summarise_the_log_file() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    for _ in 0..3 {
+        run(sb.shim("iptables").env("XTLOCK_VERBOSE", "1"));
+    }
+    std::fs::remove_file(sb.path("state/counter")).unwrap();
+    run(sb
+        .shim("iptables")
+        .env("XTLOCK_VERBOSE", "1")
+        .env("FAKE_FAIL_TIMES", "1")
+        .env("FAKE_FAIL_STDERR", EAGAIN));
+    run(sb
+        .shim("iptables")
+        .env("XTLOCK_VERBOSE", "1")
+        .env("FAKE_EXIT", "1"));
+    let out = run(sb.xtlock().args(["stats", "--since", "1h"]));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(report.contains("calls: 5\n"), "{report}");
+    assert!(report.contains("failures: 1 (failed 1,"), "{report}");
+    assert!(
+        report.contains("retries: 1 in 1 calls; rescued: 1 calls"),
+        "{report}"
+    );
+    assert!(
+        report.contains("lock wait ms over 5 calls: p50 "),
+        "{report}"
+    );
+}
