@@ -176,7 +176,7 @@ pub fn summarize(source: &str, lines: &[LogLine]) -> String {
         entry.1 += 1;
     }
     let mut slowest: Vec<(String, (u64, u32))> = by_caller.into_iter().collect();
-    slowest.sort_by(|a, b| b.1.0.cmp(&a.1.0));
+    slowest.sort_by_key(|(_, (ms, _))| std::cmp::Reverse(*ms));
     if !slowest.is_empty() {
         out += "slowest callers (longest ms, events):\n";
         for (caller, (ms, n)) in slowest.iter().take(5) {
