@@ -95,7 +95,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
         ("systemd's PATH for services", SYSTEMD_PATH),
     ] {
         if let Some(warning) = order_warning(dir, path_var) {
-            eprintln!("xtlock: warning: in {label}, {warning}");
+            eprintln!("xtlock: warning: {warning} ({label})");
         }
     }
     if let Some(fail2ban_dir) = &options.fail2ban_dir {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod fail2ban;
 mod faults;
 mod lock;
 mod logging;
