@@ -133,11 +133,15 @@ pub fn order_warning(dir: &Path, path_var: &str) -> Option<String> {
         })
         .map(|p| p.display().to_string())
         .collect();
+    let real_before = match real_before.len() {
+        0..=3 => real_before.join(", "),
+        n => format!("{} and {} more", real_before[..3].join(", "), n - 3),
+    };
     (!real_before.is_empty()).then(|| {
         format!(
             "{} comes after {} in PATH, so those calls bypass xtlock",
             dir.display(),
-            real_before.join(", ")
+            real_before
         )
     })
 }

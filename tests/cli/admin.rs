@@ -76,13 +76,14 @@ fn install_warns_when_the_shim_dir_comes_too_late() {
         format!("/usr/sbin:/usr/bin:/sbin:/bin:{}", dir.display()),
     );
     let out = run(cmd.args(["install", "--dry-run", "--dir"]).arg(&dir));
+    let err = stderr(&out);
+    let want = format!(
+        "xtlock: warning: {} comes after /usr/sbin/iptables, ",
+        dir.display()
+    );
     assert!(
-        stderr(&out).contains(&format!(
-            "in the current PATH, {} comes after /usr/sbin/iptables",
-            dir.display()
-        )),
-        "{}",
-        stderr(&out)
+        err.contains(&want) && err.contains("so those calls bypass xtlock (the current PATH)"),
+        "{err}"
     );
     assert!(listing(&dir).is_empty(), "dry run changed nothing");
 }
