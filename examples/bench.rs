@@ -400,9 +400,9 @@ fn contention(root: &Path, xtlock: &Path) {
             failed,
             missing,
             dups,
-            ms(m),
-            ms(*walls.iter().min().unwrap()),
-            ms(*walls.iter().max().unwrap()),
+            whole_ms(m),
+            whole_ms(*walls.iter().min().unwrap()),
+            whole_ms(*walls.iter().max().unwrap()),
             ratio(m, flock_wall)
         );
     }
@@ -426,6 +426,10 @@ fn ratio(a: Duration, b: Duration) -> f64 {
 
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn whole_ms(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
 }
 
 fn sh(script: &str) -> String {

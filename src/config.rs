@@ -88,7 +88,7 @@ impl Layer {
         Ok(())
     }
 
-    fn apply_to(self, config: &mut Config) {
+    pub fn apply_to(self, config: &mut Config) {
         if let Some(v) = self.lock_file {
             config.lock_file = v;
         }

@@ -279,3 +279,28 @@ fn stats_summarise_the_log_file() {
         "{report}"
     );
 }
+
+#[test]
+fn shipped_config_example_parses_and_states_the_defaults() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/xtlock.conf"))
+            .unwrap();
+    // As shipped (all commented out) it sets nothing; uncommented, it is the defaults.
+    let shipped = xtlock::config::parse_layer(text.as_bytes()).unwrap();
+    assert_eq!(shipped, xtlock::config::Layer::default());
+    let uncommented: String = text
+        .lines()
+        .map(|l| {
+            l.strip_prefix('#')
+                .filter(|l| l.contains(" = "))
+                .unwrap_or(l)
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let layer = xtlock::config::parse_layer(uncommented.as_bytes()).unwrap();
+    let mut from_example = xtlock::config::Config::default();
+    layer.apply_to(&mut from_example);
+    let mut defaults = xtlock::config::Config::default();
+    defaults.log_file = from_example.log_file.clone(); // the one key whose default is "none"
+    assert_eq!(from_example, defaults);
+}
