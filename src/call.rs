@@ -118,7 +118,8 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
         ));
     }
     let path = resolve_program(call)?;
-    let restore = crate::restore::is_restore_program(&call.name)
+    let asks_for_help = only_asks_for_help(&call.args);
+    let restore = (crate::restore::is_restore_program(&call.name) && !asks_for_help)
         .then(|| crate::restore::parse_args(&call.args));
     // Read a restore's input before taking the lock: the caller may be slow to write it.
     let input_bytes = match &restore {
@@ -141,7 +142,7 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
     });
 
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
-    let held = if only_asks_for_help(&call.args) {
+    let held = if asks_for_help {
         None
     } else {
         let lock = LockFile::open(&config.lock_file)

@@ -125,3 +125,24 @@ fn restore_from_a_file_argument_leaves_stdin_alone() {
     );
     assert_eq!((code(&out), sb.counter()), (0, 2), "{}", stderr(&out));
 }
+
+#[test]
+fn restore_help_does_not_wait_for_stdin() {
+    let sb = Sandbox::with_fake(&["iptables-restore"]);
+    // stdin is a pipe nobody ever writes to or closes: reading it would hang.
+    let (_keep_open, reader) = std::io::pipe().unwrap();
+    let mut child = sb
+        .shim("iptables-restore")
+        .arg("--help")
+        .stdin(reader)
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("iptables-restore --help waited for stdin");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
