@@ -216,3 +216,36 @@ pub fn require(what: &str, available: bool) -> bool {
     eprintln!("SKIPPED: {what} is not available");
     false
 }
+
+/// Is `program` on PATH?
+pub fn have(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The number after `key=` in a script's `key=value ...` result line.
+pub fn result_value(line: &str, key: &str) -> u32 {
+    line.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key}= in {line}"))
+        .parse()
+        .unwrap()
+}
+
+/// The `mode=...` result line a scenario script printed, or a panic with its output.
+pub fn result_line(script: &str, out: &std::process::Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("mode="))
+        .unwrap_or_else(|| {
+            panic!(
+                "{script} printed no result: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    eprintln!("{line}");
+    line.to_string()
+}

@@ -18,12 +18,6 @@ struct Outcome {
 }
 
 fn available() -> bool {
-    let have = |p: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {p}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
     require("root", is_root())
         && require("fail2ban-server", have("fail2ban-server"))
         && require("iptables-legacy", have("iptables-legacy"))
@@ -47,31 +41,15 @@ fn e2e(mode: &str) -> Outcome {
         .env_remove("XTLOCK_DEPTH")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("mode="))
-        .unwrap_or_else(|| {
-            panic!(
-                "e2e.sh {mode} printed no result: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    eprintln!("{line}");
-    let value = |key: &str| {
-        line.split(' ')
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let line = result_line("e2e.sh", &out);
+    let value = |key: &str| result_value(&line, key);
     Outcome {
         missing: value("missing"),
         duplicated: value("duplicated"),
         errors: value("errors"),
         leftover: value("leftover"),
         writer_failures: value("writer_failures"),
-        line: line.to_string(),
+        line: line.clone(),
     }
 }
 

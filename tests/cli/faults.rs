@@ -27,6 +27,24 @@ fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
     }
 }
 
+/// Start the shim in front of a fake that hangs; returns it and the fake's pid.
+fn start_hanging(sb: &Sandbox, own_group: bool) -> (std::process::Child, u32) {
+    let pidfile = sb.path("state/child.pid");
+    let mut cmd = sb.shim("iptables");
+    cmd.env("FAKE_HANG", "1")
+        .env("FAKE_PIDFILE", &pidfile)
+        .stderr(Stdio::piped());
+    if own_group {
+        // As fail2ban does: the command runs in its own process group, killed on timeout.
+        cmd.process_group(0);
+    }
+    let xtlock = cmd.spawn().unwrap();
+    wait_for_file(&pidfile);
+    std::thread::sleep(Duration::from_millis(20));
+    let child = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    (xtlock, child)
+}
+
 fn signal(pid: u32, sig: i32) {
     assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
 }
@@ -35,17 +53,7 @@ fn signal(pid: u32, sig: i32) {
 fn signals_are_forwarded_to_the_child_and_leave_no_orphan() {
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
         let sb = Sandbox::with_fake(&["iptables"]);
-        let pidfile = sb.path("state/child.pid");
-        let mut xtlock = sb
-            .shim("iptables")
-            .env("FAKE_HANG", "1")
-            .env("FAKE_PIDFILE", &pidfile)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        wait_for_file(&pidfile);
-        std::thread::sleep(Duration::from_millis(20));
-        let child: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+        let (mut xtlock, child) = start_hanging(&sb, false);
         signal(xtlock.id(), sig);
         let status = wait_bounded(&mut xtlock);
         assert_eq!(status.code(), Some(128 + sig), "signal {sig}");
@@ -77,18 +85,7 @@ fn a_signal_while_waiting_for_the_lock_ends_xtlock_and_runs_nothing() {
 #[test]
 fn a_hung_child_is_ended_with_its_caller_process_group() {
     let sb = Sandbox::with_fake(&["iptables"]);
-    let pidfile = sb.path("state/child.pid");
-    // As fail2ban does: the command runs in its own process group, killed on timeout.
-    let mut xtlock = sb
-        .shim("iptables")
-        .env("FAKE_HANG", "1")
-        .env("FAKE_PIDFILE", &pidfile)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    wait_for_file(&pidfile);
-    std::thread::sleep(Duration::from_millis(20));
-    let child: u32 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
+    let (mut xtlock, child) = start_hanging(&sb, true);
     assert_eq!(
         unsafe { libc::kill(-(xtlock.id() as i32), libc::SIGKILL) },
         0

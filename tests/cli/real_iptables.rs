@@ -6,22 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 fn available(program: &str) -> bool {
-    let have = |p: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {p}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    let ok = require("root", is_root())
+    require("root", is_root())
         && require("unshare", have("unshare"))
-        && require(program, have(program));
-    ok && require(
-        "network namespaces",
-        Command::new("unshare")
-            .args(["-n", "true"])
-            .status()
-            .is_ok_and(|s| s.success()),
-    )
+        && require(program, have(program))
+        && require(
+            "network namespaces",
+            Command::new("unshare")
+                .args(["-n", "true"])
+                .status()
+                .is_ok_and(|s| s.success()),
+        )
 }
 
 struct RaceResult {
@@ -55,30 +49,19 @@ fn race_with_bans(backend: &str, mode: &str, workers: u32, bans: u32) -> RaceRes
         ])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with("mode="))
-        .unwrap_or_else(|| {
-            panic!(
-                "race.sh printed no result: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    let value = |key: &str| -> u32 {
-        line.split(' ')
-            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    eprintln!("{line}");
+    let line = result_line("race.sh", &out);
+    let value = |key: &str| result_value(&line, key);
     RaceResult {
         failed: value("failed"),
         missing: value("missing"),
         duplicated: value("duplicated"),
-        line: line.to_string(),
+        line: line.clone(),
     }
+}
+
+fn assert_lost_nothing(result: &RaceResult) {
+    let got = (result.failed, result.missing, result.duplicated);
+    assert_eq!(got, (0, 0, 0), "{}", result.line);
 }
 
 #[test]
@@ -94,12 +77,7 @@ fn legacy_race_loses_rules_bare_and_none_through_xtlock() {
         bare.expect("three bare runs of 64 racing workers lost nothing: the test cannot tell");
     assert!(bare.missing > 0, "{}", bare.line);
     let locked = race("legacy", "xtlock", 64);
-    assert_eq!(
-        (locked.failed, locked.missing, locked.duplicated),
-        (0, 0, 0),
-        "{}",
-        locked.line
-    );
+    assert_lost_nothing(&locked);
 }
 
 #[test]
@@ -108,12 +86,7 @@ fn nft_backend_through_xtlock_loses_nothing() {
         return;
     }
     let locked = race("nft", "xtlock", 64);
-    assert_eq!(
-        (locked.failed, locked.missing, locked.duplicated),
-        (0, 0, 0),
-        "{}",
-        locked.line
-    );
+    assert_lost_nothing(&locked);
 }
 
 #[test]
@@ -124,12 +97,7 @@ fn load_1024_calls_from_64_clients_all_land_once() {
     // 64 workers x (3 + 13 bans) = 1024 calls; a call that timed out would count as failed.
     let locked = race_with_bans("legacy", "xtlock", 64, 13);
     assert!(locked.line.contains("commands=1024"), "{}", locked.line);
-    assert_eq!(
-        (locked.failed, locked.missing, locked.duplicated),
-        (0, 0, 0),
-        "{}",
-        locked.line
-    );
+    assert_lost_nothing(&locked);
 }
 
 /// One shell command run as root in a fresh namespace with the shim first in PATH.
