@@ -47,6 +47,9 @@ pub enum Target {
     Name(OsString),
     /// A name with a `/`, taken as given.
     Path(PathBuf),
+    /// A shim called by this path (as ufw calls /usr/sbin/iptables): if that path is
+    /// xtlock by `install --divert`, the program it replaced; else the name, in PATH.
+    CalledAs(PathBuf, OsString),
 }
 
 pub struct Call {
@@ -66,8 +69,12 @@ impl Call {
             .file_name()
             .map(OsStr::to_os_string)
             .unwrap_or_default();
+        let target = match arg0.as_encoded_bytes().contains(&b'/') {
+            true => Target::CalledAs(PathBuf::from(&arg0), name.clone()),
+            false => Target::Name(name.clone()),
+        };
         Call {
-            target: Target::Name(name.clone()),
+            target,
             name,
             arg0,
             args,
@@ -260,6 +267,10 @@ fn resolve_program(call: &Call) -> Result<PathBuf, Failure> {
             resolve::find_in_path(name, std::env::var_os("PATH").as_deref(), probe)
         }
         Target::Path(path) => resolve::check_path(path, probe),
+        Target::CalledAs(path, name) => match probe(path) {
+            resolve::Candidate::Diverted(real) => Ok(real),
+            _ => resolve::find_in_path(name, std::env::var_os("PATH").as_deref(), probe),
+        },
     };
     let name = call.display_name();
     found.map_err(|e| {

@@ -72,7 +72,8 @@ pub fn command() -> Command {
         .subcommand(
             Command::new("doctor")
                 .about("Check that firewall calls go through xtlock; one line per problem, with its fix")
-                .arg(fail2ban_dir()),
+                .arg(fail2ban_dir())
+                .arg(root()),
         )
         .subcommand(
             Command::new("stats")
@@ -98,6 +99,15 @@ fn flag(name: &'static str, help: &'static str) -> Arg {
         .help(help)
 }
 
+fn root() -> Arg {
+    Arg::new("root")
+        .long("root")
+        .value_name("DIR")
+        .value_parser(value_parser!(PathBuf))
+        .default_value("/")
+        .help("The file system root for --divert (dpkg-divert --root)")
+}
+
 fn fail2ban_dir() -> Arg {
     Arg::new("fail2ban-dir")
         .long("fail2ban-dir")
@@ -119,6 +129,11 @@ fn install_args(command: Command) -> Command {
         )
         .arg(fail2ban_dir())
         .arg(flag("dry-run", "Print what would change, change nothing"))
+        .arg(flag(
+            "divert",
+            "Instead of PATH shims, put xtlock at /usr/sbin's iptables-legacy/-nft files with dpkg-divert (for callers that use absolute paths)",
+        ))
+        .arg(root())
 }
 
 pub struct Cli {
@@ -131,9 +146,21 @@ pub enum Action {
     Run(Vec<OsString>),
     Install(crate::admin::install::Options),
     Uninstall(crate::admin::install::Options),
+    Divert(crate::admin::divert::Options),
+    Undivert(crate::admin::divert::Options),
     Doctor(crate::admin::doctor::Options),
     Stats(crate::admin::stats::Options),
     Nothing,
+}
+
+fn divert_options(m: &ArgMatches) -> crate::admin::divert::Options {
+    crate::admin::divert::Options {
+        root: m
+            .get_one::<PathBuf>("root")
+            .cloned()
+            .unwrap_or_else(|| "/".into()),
+        dry_run: m.get_flag("dry-run"),
+    }
 }
 
 fn install_options(m: &ArgMatches) -> crate::admin::install::Options {
@@ -186,6 +213,8 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         }
     };
     let action = match matches.subcommand() {
+        Some(("install", m)) if m.get_flag("divert") => Action::Divert(divert_options(m)),
+        Some(("uninstall", m)) if m.get_flag("divert") => Action::Undivert(divert_options(m)),
         Some(("install", m)) => Action::Install(install_options(m)),
         Some(("uninstall", m)) => Action::Uninstall(install_options(m)),
         Some(("doctor", m)) => Action::Doctor(crate::admin::doctor::Options {
@@ -193,6 +222,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
                 .get_one::<PathBuf>("fail2ban-dir")
                 .cloned()
                 .unwrap_or_default(),
+            root: m
+                .get_one::<PathBuf>("root")
+                .cloned()
+                .unwrap_or_else(|| "/".into()),
         }),
         Some(("stats", m)) => Action::Stats(crate::admin::stats::Options {
             since: m.get_one::<std::time::Duration>("since").copied(),

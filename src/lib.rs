@@ -46,6 +46,8 @@ fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
         cli::Action::Run(program_and_args) => run_call(cli::to_call(program_and_args), cli.options),
         cli::Action::Install(options) => admin::install::install(&options),
         cli::Action::Uninstall(options) => admin::install::uninstall(&options),
+        cli::Action::Divert(options) => admin::divert::install(&options),
+        cli::Action::Undivert(options) => admin::divert::uninstall(&options),
         cli::Action::Doctor(options) => admin::doctor::doctor(&options),
         cli::Action::Stats(mut options) => {
             if options.log_file.is_none() {

@@ -13,12 +13,40 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What one PATH candidate turned out to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidate {
     Missing,
     NotExecutable,
     Xtlock,
     Program,
+    /// xtlock put in place of a program by `xtlock install --divert`: the real one is
+    /// where dpkg-divert moved it.
+    Diverted(PathBuf),
+}
+
+/// `xtlock install --divert` renames /usr/sbin/NAME to /usr/sbin/NAME.xtlock-real.
+pub const DIVERT_SUFFIX: &str = ".xtlock-real";
+
+/// If `path` reaches xtlock through a file that `install --divert` replaced, the real
+/// program that file was: each link on the way (/usr/sbin/iptables, then
+/// /etc/alternatives/iptables, then /usr/sbin/iptables-nft) is checked for a diverted
+/// original beside it.
+pub fn diverted_real(path: &Path) -> Option<PathBuf> {
+    let mut current = path.to_path_buf();
+    for _ in 0..40 {
+        let mut diverted = current.clone().into_os_string();
+        diverted.push(DIVERT_SUFFIX);
+        let diverted = PathBuf::from(diverted);
+        if std::fs::metadata(&diverted).is_ok_and(|m| m.is_file()) {
+            return Some(diverted);
+        }
+        let target = std::fs::read_link(&current).ok()?;
+        current = match target.is_absolute() {
+            true => target,
+            false => current.parent()?.join(target),
+        };
+    }
+    None
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -92,6 +120,7 @@ pub fn find_in_path(
         let candidate = dir.join(name);
         match probe(&candidate) {
             Candidate::Program => return Ok(candidate),
+            Candidate::Diverted(real) => return Ok(real),
             Candidate::Xtlock => skipped_self.push(candidate),
             Candidate::NotExecutable => {
                 not_executable.get_or_insert(candidate);
@@ -116,6 +145,7 @@ pub fn check_path(
 ) -> Result<PathBuf, ResolveError> {
     match probe(path) {
         Candidate::Program | Candidate::Xtlock => Ok(path.to_path_buf()),
+        Candidate::Diverted(real) => Ok(real),
         Candidate::NotExecutable => Err(ResolveError::NotExecutable {
             path: path.to_path_buf(),
         }),
@@ -154,7 +184,7 @@ impl SelfIdentity {
             return Candidate::Missing;
         }
         if (meta.dev(), meta.ino()) == (self.dev, self.ino) {
-            return Candidate::Xtlock;
+            return diverted_real(candidate).map_or(Candidate::Xtlock, Candidate::Diverted);
         }
         if !is_executable(candidate) {
             return Candidate::NotExecutable;
@@ -180,9 +210,9 @@ mod tests {
     fn stub(entries: &[(&str, Candidate)]) -> impl Fn(&Path) -> Candidate {
         let map: HashMap<PathBuf, Candidate> = entries
             .iter()
-            .map(|(p, c)| (PathBuf::from(p), *c))
+            .map(|(p, c)| (PathBuf::from(p), c.clone()))
             .collect();
-        move |p: &Path| map.get(p).copied().unwrap_or(Candidate::Missing)
+        move |p: &Path| map.get(p).cloned().unwrap_or(Candidate::Missing)
     }
 
     use Candidate::*;
@@ -246,6 +276,18 @@ mod tests {
                 path: "/a::/b",
                 fs: vec![("./iptables", Program), ("/b/iptables", Program)],
                 want: Ok("./iptables"),
+            },
+            // A diverted xtlock: the program it replaced.
+            Case {
+                path: "/shim:/usr/sbin",
+                fs: vec![
+                    ("/shim/iptables", Xtlock),
+                    (
+                        "/usr/sbin/iptables",
+                        Diverted("/usr/sbin/iptables-nft.xtlock-real".into()),
+                    ),
+                ],
+                want: Ok("/usr/sbin/iptables-nft.xtlock-real"),
             },
             Case {
                 path: "",

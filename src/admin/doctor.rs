@@ -12,6 +12,8 @@ use std::process::Command;
 
 pub struct Options {
     pub fail2ban_dir: std::path::PathBuf,
+    /// Where to look for `install --divert`'s work (`/`, or a temp root in tests).
+    pub root: std::path::PathBuf,
 }
 
 struct Report {
@@ -98,6 +100,12 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
         report.note("no systemd here: the PATH services get was not checked");
     }
 
+    for (ok, text) in super::divert::check(&options.root, &own) {
+        match ok {
+            true => report.ok(text),
+            false => report.problem(text, "`xtlock install --divert` (again)"),
+        }
+    }
     check_lock(&config.lock_file, &mut report);
     check_fail2ban(&options.fail2ban_dir, shimmed_iptables, &mut report);
     check_log(&config, &mut report);

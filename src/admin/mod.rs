@@ -2,6 +2,7 @@
 //! fail2ban wiring), `doctor` (is every firewall call really going through xtlock?),
 //! and `stats` (what the log says).
 
+pub mod divert;
 pub mod doctor;
 pub mod install;
 pub mod stats;

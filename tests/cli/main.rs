@@ -3,6 +3,7 @@
 
 mod admin;
 mod common;
+mod divert;
 mod fail2ban;
 mod faults;
 mod lock;

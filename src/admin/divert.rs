@@ -1,0 +1,222 @@
+//! `xtlock install --divert`: put xtlock at the absolute paths that callers such as ufw
+//! run (/usr/sbin/iptables, fixed at build time), which a PATH shim never sees.
+//!
+//! On Debian, /usr/sbin/iptables (and ip6tables, -save, -restore) is an
+//! update-alternatives link to /usr/sbin/iptables-nft or -legacy, which are package
+//! files. The alternatives are left alone; the package files they point to are diverted
+//! (`dpkg-divert --rename` to NAME.xtlock-real) and replaced by links to xtlock. So
+//! `update-alternatives --set` only picks another diverted file, and a package upgrade
+//! installs the new binary at the diverted name. xtlock finds the real program beside
+//! the link it was reached through (`resolve::diverted_real`), never from PATH.
+
+use super::is_xtlock_link;
+use crate::call::{Failure, exit};
+use crate::resolve::DIVERT_SUFFIX;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The package files behind the iptables alternatives.
+pub const DIVERTED: &[&str] = &[
+    "iptables-legacy",
+    "iptables-legacy-restore",
+    "iptables-legacy-save",
+    "ip6tables-legacy",
+    "ip6tables-legacy-restore",
+    "ip6tables-legacy-save",
+    "iptables-nft",
+    "iptables-nft-restore",
+    "iptables-nft-save",
+    "ip6tables-nft",
+    "ip6tables-nft-restore",
+    "ip6tables-nft-save",
+];
+/// The alternatives links callers run; they must reach xtlock once diverted.
+pub const ALTERNATIVES: &[&str] = &[
+    "iptables",
+    "iptables-restore",
+    "iptables-save",
+    "ip6tables",
+    "ip6tables-restore",
+    "ip6tables-save",
+];
+const SBIN: &str = "/usr/sbin";
+
+pub struct Options {
+    /// `/`, or a temp root (tests): dpkg-divert's --root.
+    pub root: PathBuf,
+    pub dry_run: bool,
+}
+
+/// (path as dpkg knows it, path on disk)
+fn paths(root: &Path, name: &str) -> (String, PathBuf) {
+    let logical = format!("{SBIN}/{name}");
+    (logical.clone(), root.join(logical.trim_start_matches('/')))
+}
+
+fn diverted_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(DIVERT_SUFFIX);
+    PathBuf::from(s)
+}
+
+fn dpkg_divert(root: &Path, args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("dpkg-divert");
+    if root != Path::new("/") {
+        cmd.arg("--root").arg(root);
+    }
+    let out = cmd
+        .args(["--package", "xtlock", "--rename"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run dpkg-divert: {}", crate::lock::errno_text(&e)))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "dpkg-divert {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
+}
+
+pub fn install(options: &Options) -> Result<u8, Failure> {
+    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let mut problems = 0;
+    for name in DIVERTED {
+        let (logical, path) = paths(&options.root, name);
+        let real = diverted_path(&path);
+        if std::fs::symlink_metadata(&path).is_err() {
+            continue; // not on this host
+        }
+        if is_xtlock_link(&path, &own) && std::fs::symlink_metadata(&real).is_ok() {
+            println!("already diverted {}", path.display());
+            continue;
+        }
+        if std::fs::symlink_metadata(&real).is_ok() {
+            eprintln!(
+                "xtlock: skipped {}: {} exists already",
+                path.display(),
+                real.display()
+            );
+            problems += 1;
+            continue;
+        }
+        if options.dry_run {
+            println!(
+                "would divert {} to {} and link it to {}",
+                path.display(),
+                real.display(),
+                own.display()
+            );
+            continue;
+        }
+        let divert = format!("{logical}{DIVERT_SUFFIX}");
+        if let Err(e) = dpkg_divert(&options.root, &["--divert", &divert, "--add", &logical]) {
+            eprintln!("xtlock: {e}");
+            problems += 1;
+            continue;
+        }
+        if let Err(e) = std::os::unix::fs::symlink(&own, &path) {
+            // Put the real program back rather than leave the path empty.
+            eprintln!(
+                "xtlock: cannot link {}: {}; undoing",
+                path.display(),
+                crate::lock::errno_text(&e)
+            );
+            let _ = dpkg_divert(&options.root, &["--remove", &logical]);
+            problems += 1;
+            continue;
+        }
+        println!(
+            "diverted {} (the real one is now {})",
+            path.display(),
+            real.display()
+        );
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}
+
+pub fn uninstall(options: &Options) -> Result<u8, Failure> {
+    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let mut problems = 0;
+    for name in DIVERTED {
+        let (logical, path) = paths(&options.root, name);
+        if std::fs::symlink_metadata(diverted_path(&path)).is_err() {
+            continue;
+        }
+        let ours = is_xtlock_link(&path, &own);
+        if options.dry_run {
+            println!("would restore {}", path.display());
+            continue;
+        }
+        if ours && std::fs::remove_file(&path).is_err() {
+            problems += 1;
+            continue;
+        }
+        match dpkg_divert(&options.root, &["--remove", &logical]) {
+            Ok(()) => println!("restored {}", path.display()),
+            Err(e) => {
+                eprintln!("xtlock: {e}");
+                problems += 1;
+            }
+        }
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}
+
+/// For doctor: one finding per diverted path and per alternatives link: (ok, text).
+pub fn check(root: &Path, own: &Path) -> Vec<(bool, String)> {
+    let mut findings = Vec::new();
+    let mut any = false;
+    for name in DIVERTED {
+        let (_, path) = paths(root, name);
+        let real = diverted_path(&path);
+        if std::fs::symlink_metadata(&real).is_err() {
+            continue;
+        }
+        any = true;
+        if is_xtlock_link(&path, own) {
+            findings.push((
+                true,
+                format!(
+                    "{} is diverted to xtlock (real: {})",
+                    path.display(),
+                    real.display()
+                ),
+            ));
+        } else {
+            findings.push((
+                false,
+                format!(
+                    "{}: the diversion was undone, it is no longer xtlock",
+                    path.display()
+                ),
+            ));
+        }
+    }
+    if any {
+        for name in ALTERNATIVES {
+            let (_, path) = paths(root, name);
+            if std::fs::symlink_metadata(&path).is_err() {
+                continue;
+            }
+            let reaches_xtlock = match (std::fs::metadata(&path), std::fs::metadata(own)) {
+                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+                _ => false,
+            };
+            if reaches_xtlock && crate::resolve::diverted_real(&path).is_some() {
+                findings.push((true, format!("{} reaches xtlock", path.display())));
+            } else {
+                findings.push((
+                    false,
+                    format!(
+                        "{} does not reach a diverted file, so its callers bypass xtlock",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    findings
+}
