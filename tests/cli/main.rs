@@ -15,3 +15,4 @@ mod real_iptables;
 mod restore;
 mod retry;
 mod shim;
+mod ufw;
