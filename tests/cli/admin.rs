@@ -307,3 +307,22 @@ fn shipped_config_example_parses_and_states_the_defaults() {
     };
     assert_eq!(from_example, defaults);
 }
+
+#[test]
+fn man_page_renders_from_the_clap_definition() {
+    let mut page = Vec::new();
+    clap_mangen::Man::new(xtlock::cli::command())
+        .render(&mut page)
+        .unwrap();
+    let page = String::from_utf8(page).unwrap();
+    for want in [
+        "xtlock",
+        "lock\\-file",
+        "timeout",
+        "install",
+        "doctor",
+        "stats",
+    ] {
+        assert!(page.contains(want), "man page lacks {want}:\n{page}");
+    }
+}

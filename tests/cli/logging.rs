@@ -99,3 +99,20 @@ fn bad_config_is_logged_and_the_command_still_runs() {
     let problem = field(&warnings[0], "problem");
     assert!(problem.contains("xtlock.conf:2: invalid type"), "{problem}");
 }
+
+#[test]
+fn a_wait_over_one_second_is_logged() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut holder = crate::lock::hold_lock(&sb, 2);
+    let out = run(sb
+        .shim("iptables")
+        .args(["-A", "INPUT"])
+        .env("XTLOCK_TIMEOUT", "20"));
+    holder.wait().unwrap();
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(out.stderr.is_empty(), "a slow call is still a quiet one");
+    let slow = events(&sb.log(), "slow-wait");
+    assert_eq!(slow.len(), 1, "{}", sb.log());
+    let waited: u64 = field(&slow[0], "wait_ms").parse().unwrap();
+    assert!(waited >= 1000, "{waited}");
+}
