@@ -32,9 +32,7 @@ fn odd_arguments_arrive_unchanged() {
 #[test]
 fn every_exit_code_passes_through() {
     let sb = Sandbox::with_fake(&["iptables"]);
-    for status in [
-        0, 1, 2, 3, 5, 42, 100, 124, 125, 126, 127, 128, 200, 254, 255,
-    ] {
+    for status in 0..=255 {
         let out = run(sb.shim("iptables").env("FAKE_EXIT", status.to_string()));
         assert_eq!(code(&out), status, "{}", stderr(&out));
         assert!(
