@@ -112,64 +112,21 @@ impl Call {
     }
 }
 
+/// One call: resolve, read a restore's input, lock, run (with retries), pass through.
 pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure> {
     let start = Instant::now();
-    let depth = nesting::depth(std::env::var_os(nesting::DEPTH_VAR).as_deref());
-    if depth >= nesting::MAX_DEPTH {
-        let name = call.display_name();
-        return Err(Failure::new(
-            exit::OWN,
-            format!(
-                "{name}: xtlock calls nested {depth} deep; is a copy of xtlock ahead of the real {name} in PATH?"
-            ),
-        ));
-    }
+    let depth = check_depth(call)?;
     let path = resolve_program(call)?;
     let asks_for_help = only_asks_for_help(&call.args);
-    let restore = (crate::restore::is_restore_program(&call.name) && !asks_for_help)
-        .then(|| crate::restore::parse_args(&call.args));
     // Read a restore's input before taking the lock: the caller may be slow to write it.
-    let input_bytes = match &restore {
-        Some(args) if args.input_file.is_none() && !std::io::stdin().is_terminal() => {
-            Some(read_stdin(config.max_stdin, &call.display_name())?)
-        }
-        Some(args) => args
-            .input_file
-            .as_ref()
-            .and_then(|f| read_limited(f, config.max_stdin)),
-        None => None,
-    };
-    let input = match (&restore, &input_bytes) {
-        (Some(args), Some(bytes)) if args.input_file.is_none() => Input::Replay(bytes),
-        _ => Input::Inherit,
-    };
-    let restore_call = restore.as_ref().map(|args| RestoreCall {
-        noflush: args.noflush && !args.test_only,
-        input: input_bytes.as_deref(),
-    });
+    let restore = (crate::restore::is_restore_program(&call.name) && !asks_for_help)
+        .then(|| RestoreInput::read(call, config.max_stdin))
+        .transpose()?;
 
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
-    let held = if asks_for_help {
-        None
-    } else {
-        let lock = LockFile::open(&config.lock_file)
-            .map_err(|e| Failure::new(exit::LOCK, e.to_string()))?;
-        let nested = std::env::var_os(nesting::HOLDER_VAR)
-            .and_then(|v| Marker::parse(&v))
-            .is_some_and(|marker| marker.is_live_for(lock.identity()));
-        if nested {
-            None // our ancestor holds the lock for us; its marker is inherited as it is
-        } else {
-            let held = acquire(call, lock, config, logger, start)?;
-            let (dev, ino) = held.identity;
-            let marker = Marker {
-                pid: std::process::id(),
-                dev,
-                ino,
-            };
-            env.push((nesting::HOLDER_VAR, marker.render()));
-            Some(held)
-        }
+    let held = match asks_for_help {
+        true => None,
+        false => lock_unless_nested(call, config, logger, start, &mut env)?,
     };
     let waited = start.elapsed();
     crate::signals::install();
@@ -180,14 +137,143 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
         args: &call.args,
         env: &env,
     };
+    let outcome = run_with_retries(
+        call,
+        config,
+        logger,
+        &program,
+        restore.as_ref(),
+        start,
+        waited,
+    )?;
+    drop(held);
+
+    // The caller sees the final attempt's stderr byte for byte, and nothing of ours.
+    let _ = std::io::stderr().write_all(&outcome.attempt.stderr);
+    if let Some(event) = outcome.failure_event {
+        logger.log(event);
+    }
+    if config.verbose {
+        let e = call
+            .event(Severity::Info, "call")
+            .field("status", outcome.attempt.exit_code().to_string())
+            .field("attempts", outcome.attempts.to_string())
+            .field("wait_ms", waited.as_millis().to_string())
+            .field("total_ms", start.elapsed().as_millis().to_string());
+        logger.log(e.caller());
+    }
+    Ok(outcome.attempt.exit_code())
+}
+
+/// A copy of xtlock ahead of the real program would run itself forever.
+fn check_depth(call: &Call) -> Result<u32, Failure> {
+    let depth = nesting::depth(std::env::var_os(nesting::DEPTH_VAR).as_deref());
+    if depth < nesting::MAX_DEPTH {
+        return Ok(depth);
+    }
+    let name = call.display_name();
+    Err(Failure::new(
+        exit::OWN,
+        format!(
+            "{name}: xtlock calls nested {depth} deep; is a copy of xtlock ahead of the real {name} in PATH?"
+        ),
+    ))
+}
+
+/// What a `*-restore` call reads, kept so that a failed COMMIT can be replayed.
+struct RestoreInput {
+    args: crate::restore::RestoreArgs,
+    /// The rules text: stdin, read into memory, or the file named in the arguments.
+    bytes: Option<Vec<u8>>,
+}
+
+impl RestoreInput {
+    fn read(call: &Call, limit: u64) -> Result<RestoreInput, Failure> {
+        let args = crate::restore::parse_args(&call.args);
+        let bytes = match &args.input_file {
+            // A terminal is a person typing rules: pass it through, no replay.
+            None if std::io::stdin().is_terminal() => None,
+            None => Some(read_stdin(limit, &call.display_name())?),
+            Some(file) => read_limited(file, limit),
+        };
+        Ok(RestoreInput { args, bytes })
+    }
+
+    fn stdin(&self) -> Input<'_> {
+        match (&self.args.input_file, &self.bytes) {
+            (None, Some(bytes)) => Input::Replay(bytes),
+            _ => Input::Inherit,
+        }
+    }
+
+    fn for_classifier(&self) -> RestoreCall<'_> {
+        RestoreCall {
+            noflush: self.args.noflush && !self.args.test_only,
+            input: self.bytes.as_deref(),
+        }
+    }
+}
+
+/// Take the lock, unless a live marker says our ancestor holds it for us; then tell
+/// the child (through `env`) that we hold it.
+fn lock_unless_nested(
+    call: &Call,
+    config: &Config,
+    logger: &Logger,
+    start: Instant,
+    env: &mut Vec<(&'static str, String)>,
+) -> Result<Option<crate::lock::Held>, Failure> {
+    let lock =
+        LockFile::open(&config.lock_file).map_err(|e| Failure::new(exit::LOCK, e.to_string()))?;
+    let nested = std::env::var_os(nesting::HOLDER_VAR)
+        .and_then(|v| Marker::parse(&v))
+        .is_some_and(|marker| marker.is_live_for(lock.identity()));
+    if nested {
+        return Ok(None); // the ancestor's marker is inherited as it is
+    }
+    let held = acquire(call, lock, config, logger, start)?;
+    let (dev, ino) = held.identity;
+    env.push((
+        nesting::HOLDER_VAR,
+        Marker {
+            pid: std::process::id(),
+            dev,
+            ino,
+        }
+        .render(),
+    ));
+    Ok(Some(held))
+}
+
+struct Outcome {
+    attempt: Attempt,
+    attempts: u32,
+    /// How the final attempt failed, to log once the lock is released.
+    failure_event: Option<Event>,
+}
+
+/// Run until success, a failure that is final, or no attempts or time left. Retries
+/// keep the lock and stay within the timeout.
+fn run_with_retries(
+    call: &Call,
+    config: &Config,
+    logger: &Logger,
+    program: &Program,
+    restore: Option<&RestoreInput>,
+    start: Instant,
+    waited: Duration,
+) -> Result<Outcome, Failure> {
+    let input = restore.map_or(Input::Inherit, RestoreInput::stdin);
     let attempts = config.retries + 1;
     let deadline = start + config.timeout;
     let mut attempt_no = 1;
-    // The final attempt, and the event that says how it failed (logged after the lock
-    // is released: a slow syslog must not hold up the next firewall call).
-    let (final_attempt, final_event) = loop {
-        let attempt = run::run_once(&program, &input).map_err(|e| spawn_failure(&path, e))?;
-        let verdict = retry::classify(attempt.status.code(), &attempt.stderr, restore_call);
+    loop {
+        let attempt = run::run_once(program, &input).map_err(|e| spawn_failure(program.path, e))?;
+        let verdict = retry::classify(
+            attempt.status.code(),
+            &attempt.stderr,
+            restore.map(RestoreInput::for_classifier),
+        );
         // One line per failed attempt, named by what xtlock did about it.
         let event = |severity, outcome: &str| {
             call.event(severity, outcome)
@@ -196,59 +282,48 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure>
                 .field("wait_ms", waited.as_millis().to_string())
                 .field("run_ms", attempt.elapsed.as_millis().to_string())
         };
-        let delay = retry::backoff(attempt_no, fastrand::f64());
-        match verdict {
-            Verdict::Final if attempt.status.success() => break (attempt, None),
-            Verdict::Final => {
-                let e = with_stderr(event(Severity::Notice, "failed"), &attempt);
-                break (attempt, Some(e));
-            }
+        let failure_event = match verdict {
+            Verdict::Final if attempt.status.success() => None,
+            Verdict::Final => Some(event(Severity::Notice, "failed")),
             Verdict::Unsafe(reason) => {
-                let e = event(Severity::Warning, "not-retried").field("reason", reason);
-                let e = with_stderr(e, &attempt);
-                break (attempt, Some(e));
+                Some(event(Severity::Warning, "not-retried").field("reason", reason))
             }
             Verdict::Retry(reason) => {
-                let interrupted = crate::signals::received().is_some();
-                if attempt_no >= attempts || Instant::now() + delay > deadline || interrupted {
-                    let why = if interrupted {
-                        "interrupted by a signal"
-                    } else if attempt_no >= attempts {
-                        "no attempts left"
-                    } else {
-                        "timeout reached"
-                    };
-                    let e = event(Severity::Error, "gave-up")
-                        .field("reason", reason)
-                        .field("why", why);
-                    let e = with_stderr(e, &attempt);
-                    break (attempt, Some(e));
+                let delay = retry::backoff(attempt_no, fastrand::f64());
+                let why_not = if crate::signals::received().is_some() {
+                    Some("interrupted by a signal")
+                } else if attempt_no >= attempts {
+                    Some("no attempts left")
+                } else if Instant::now() + delay > deadline {
+                    Some("timeout reached")
+                } else {
+                    None
+                };
+                match why_not {
+                    Some(why) => Some(
+                        event(Severity::Error, "gave-up")
+                            .field("reason", reason)
+                            .field("why", why),
+                    ),
+                    None => {
+                        let e = event(Severity::Warning, "retry")
+                            .field("reason", reason)
+                            .field("delay_ms", delay.as_millis().to_string());
+                        logger.log(with_stderr(e, &attempt));
+                        std::thread::sleep(delay);
+                        attempt_no += 1;
+                        continue;
+                    }
                 }
-                let e = event(Severity::Warning, "retry")
-                    .field("reason", reason)
-                    .field("delay_ms", delay.as_millis().to_string());
-                logger.log(with_stderr(e, &attempt));
-                std::thread::sleep(delay);
-                attempt_no += 1;
             }
-        }
-    };
-    drop(held);
-    // The caller sees the final attempt's stderr byte for byte, and nothing of ours.
-    let _ = std::io::stderr().write_all(&final_attempt.stderr);
-    if let Some(event) = final_event {
-        logger.log(event);
+        };
+        let failure_event = failure_event.map(|e| with_stderr(e, &attempt));
+        return Ok(Outcome {
+            attempt,
+            attempts: attempt_no,
+            failure_event,
+        });
     }
-    if config.verbose {
-        let e = call
-            .event(Severity::Info, "call")
-            .field("status", final_attempt.exit_code().to_string())
-            .field("attempts", attempt_no.to_string())
-            .field("wait_ms", waited.as_millis().to_string())
-            .field("total_ms", start.elapsed().as_millis().to_string());
-        logger.log(e.caller());
-    }
-    Ok(final_attempt.exit_code())
 }
 
 fn with_stderr(event: Event, attempt: &Attempt) -> Event {
