@@ -168,9 +168,16 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for _ in 0..options.rounds {
-        // Interleaved, so drift on the machine hits every variant alike.
-        for (i, (_, cmd)) in variants.iter().enumerate() {
-            samples[i].push(median_call(cmd, &env_off, options.runs));
+        // Interleaved call by call, so drift on the machine hits every variant alike;
+        // one median per variant per round.
+        let mut round: Vec<Vec<Duration>> = vec![Vec::with_capacity(options.runs); variants.len()];
+        for _ in 0..options.runs {
+            for (i, (_, cmd)) in variants.iter().enumerate() {
+                round[i].push(time_call(cmd, &env_off));
+            }
+        }
+        for (i, times) in round.iter().enumerate() {
+            samples[i].push(median(times));
         }
     }
     let bare = median(&samples[0]);
@@ -180,7 +187,7 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
         RULE.join(" ")
     );
     println!(
-        "   ({} rounds x {} calls; per-call median of each round, then median/min/max over rounds)",
+        "   ({} rounds x {} calls each, interleaved call by call; median of each round, then median/min/max over rounds)",
         options.rounds, options.runs
     );
     println!(
@@ -206,22 +213,19 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
     println!();
 }
 
-/// Median wall time of `runs` sequential calls of `cmd RULE...`.
-fn median_call(cmd: &[OsString], env: &[(&str, &str)], runs: usize) -> Duration {
-    let mut times = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let start = Instant::now();
-        let status = Command::new(&cmd[0])
-            .args(&cmd[1..])
-            .args(RULE)
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        times.push(start.elapsed());
-        assert!(status.success(), "{cmd:?} failed");
-    }
-    median(&times)
+/// Wall time of one call of `cmd RULE...`.
+fn time_call(cmd: &[OsString], env: &[(&str, &str)]) -> Duration {
+    let start = Instant::now();
+    let status = Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .args(RULE)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(status.success(), "{cmd:?} failed");
+    elapsed
 }
 
 /// From the holder's last instruction to the waiter's first: the lock hand-off,
