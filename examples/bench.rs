@@ -14,6 +14,17 @@ use std::time::{Duration, Instant};
 const INSIDE: &str = "XTLOCK_BENCH_INSIDE";
 const RULE: [&str; 8] = ["-C", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT"];
 
+/// The same floor in Rust with std, built static and non-PIE like xtlock: what the Rust
+/// runtime and std::process cost before xtlock does anything.
+const FLOOR_RS: &str = r#"
+fn main() {
+    let mut args = std::env::args_os().skip(1);
+    let program = args.next().expect("program");
+    let status = std::process::Command::new(program).args(args).status().expect("spawn");
+    std::process::exit(status.code().unwrap_or(125));
+}
+"#;
+
 /// The floor: spawn argv[1..] and wait, nothing else. Built static and dynamic.
 const FLOOR_C: &str = r#"
 #include <spawn.h>
@@ -119,6 +130,11 @@ fn run_benchmarks(options: &Options) {
         "cc -O2 -static -o {w}/floor-static {w}/floor.c && cc -O2 -o {w}/floor-dynamic {w}/floor.c",
         w = work.display()
     ));
+    std::fs::write(work.join("floor.rs"), FLOOR_RS).unwrap();
+    sh(&format!(
+        "rustc --edition 2021 -O -C panic=abort -C target-feature=+crt-static -C relocation-model=static -o {w}/floor-rust {w}/floor.rs",
+        w = work.display()
+    ));
     for port in ["80", "443", "8080", "22"] {
         sh(&format!(
             "iptables-legacy -A INPUT -p tcp --dport {port} -j ACCEPT"
@@ -152,6 +168,10 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
         (
             "floor: dynamic spawn+wait",
             argv(&[&work.join("floor-dynamic").to_string_lossy(), ipt]),
+        ),
+        (
+            "floor: Rust std, static",
+            argv(&[&work.join("floor-rust").to_string_lossy(), ipt]),
         ),
         (
             "flock(1) FILE iptables",

@@ -21,6 +21,26 @@ use config::Layer;
 use personality::Personality;
 use std::ffi::OsString;
 
+/// What std's start-up would have done that xtlock relies on (main.rs skips it):
+/// - SIGPIPE ignored, so writing to a closed pipe (the caller's stderr, a restore's
+///   stdin) is an error we handle, not our death; std still gives children the default.
+/// - fds 0, 1 and 2 open: if the caller closed one, /dev/null takes its place, so the
+///   lock file never becomes "stderr".
+pub fn process_setup() {
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        for fd in 0..=2 {
+            if libc::fcntl(fd, libc::F_GETFD) == -1 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null != fd && null >= 0 {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
 /// The whole program; the one place where a result becomes an exit status.
 pub fn main_with_args(args: Vec<OsString>) -> u8 {
     let arg0 = args.first().cloned().unwrap_or_default();
