@@ -136,3 +136,43 @@ fn lock_file_on_a_read_only_file_system() {
     assert_eq!(stderr(&out), want);
     assert_eq!(sb.calls().len(), 1, "only the call with a usable lock ran");
 }
+
+#[test]
+fn a_closed_stderr_pipe_does_not_change_the_status() {
+    // The caller stopped reading: xtlock's write of the program's stderr fails with
+    // EPIPE, and the program's status still comes through (not death by SIGPIPE).
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut child = sb
+        .shim("iptables")
+        .env("FAKE_SLEEP_MS", "300")
+        .env("FAKE_STDERR", "x".repeat(100_000))
+        .env("FAKE_EXIT", "3")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.code(), Some(3), "{status:?}");
+}
+
+#[test]
+fn closed_standard_descriptors_are_reopened_not_reused() {
+    let sb = Sandbox::with_fake(&[]);
+    // xtlock started with stderr closed: its fd 2 must be /dev/null, not the lock file.
+    let script = format!(
+        "exec 2>&-; exec {} sh -c 'ls -l /proc/$PPID/fd/'",
+        xtlock_bin().display()
+    );
+    let out = run(sb.command("sh").args(["-c", &script]));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.lines().any(|l| l.contains(" 2 -> /dev/null")),
+        "{listing}"
+    );
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.contains(" 2 -> ") && l.contains("xtlock.lock")),
+        "{listing}"
+    );
+}
