@@ -16,21 +16,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The package files behind the iptables alternatives.
-pub const DIVERTED: &[&str] = &[
-    "iptables-legacy",
-    "iptables-legacy-restore",
-    "iptables-legacy-save",
-    "ip6tables-legacy",
-    "ip6tables-legacy-restore",
-    "ip6tables-legacy-save",
-    "iptables-nft",
-    "iptables-nft-restore",
-    "iptables-nft-save",
-    "ip6tables-nft",
-    "ip6tables-nft-restore",
-    "ip6tables-nft-save",
-];
+/// The package files behind the iptables alternatives: the -legacy and -nft tools.
+pub fn diverted_names() -> impl Iterator<Item = &'static str> {
+    super::TOOLS
+        .iter()
+        .copied()
+        .filter(|t| t.contains("tables-legacy") || t.contains("tables-nft"))
+}
 /// The alternatives links callers run; they must reach xtlock once diverted.
 pub const ALTERNATIVES: &[&str] = &[
     "iptables",
@@ -83,7 +75,7 @@ fn dpkg_divert(root: &Path, args: &[&str]) -> Result<(), String> {
 pub fn install(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
     let mut problems = 0;
-    for name in DIVERTED {
+    for name in diverted_names() {
         let (logical, path) = paths(&options.root, name);
         let real = diverted_path(&path);
         if std::fs::symlink_metadata(&path).is_err() {
@@ -140,7 +132,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
 pub fn uninstall(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
     let mut problems = 0;
-    for name in DIVERTED {
+    for name in diverted_names() {
         let (logical, path) = paths(&options.root, name);
         if std::fs::symlink_metadata(diverted_path(&path)).is_err() {
             continue;
@@ -169,7 +161,7 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
 pub fn check(root: &Path, own: &Path) -> Vec<(bool, String)> {
     let mut findings = Vec::new();
     let mut any = false;
-    for name in DIVERTED {
+    for name in diverted_names() {
         let (_, path) = paths(root, name);
         let real = diverted_path(&path);
         if std::fs::symlink_metadata(&real).is_err() {

@@ -5,21 +5,6 @@ use crate::common::*;
 use std::path::Path;
 use std::process::Stdio;
 
-fn listing(dir: &Path) -> Vec<(String, Option<std::path::PathBuf>)> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_link(e.path()).ok(),
-            )
-        })
-        .collect();
-    entries.sort();
-    entries
-}
-
 fn with_shim_first(sb: &Sandbox, cmd: &mut std::process::Command) {
     cmd.env(
         "PATH",

@@ -249,3 +249,43 @@ pub fn result_line(script: &str, out: &std::process::Output) -> String {
     eprintln!("{line}");
     line.to_string()
 }
+
+/// Run tests/SCRIPT ARGS under `unshare -n -m` (bounded by timeout(1)), telling it the
+/// host's namespaces so it can refuse to run in them (tests/private-namespace.sh).
+pub fn run_in_private_namespace(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(script);
+    Command::new("timeout")
+        .args(["300", "unshare", "-n", "-m", "sh"])
+        .arg(path)
+        .args(args)
+        .env(
+            "HOST_NETNS",
+            std::fs::read_link("/proc/self/ns/net").unwrap(),
+        )
+        .env(
+            "HOST_MNTNS",
+            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
+        )
+        .env_remove("XTLOCK_HOLDER")
+        .env_remove("XTLOCK_DEPTH")
+        .output()
+        .unwrap()
+}
+
+/// A directory's entries and, for links, their targets: to show a round trip left it as it was.
+pub fn listing(dir: &Path) -> Vec<(String, Option<PathBuf>)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read_link(e.path()).ok(),
+            )
+        })
+        .collect();
+    entries.sort();
+    entries
+}

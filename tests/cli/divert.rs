@@ -69,21 +69,6 @@ impl Root {
     }
 }
 
-fn listing(dir: &Path) -> Vec<(String, Option<PathBuf>)> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| {
-            let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read_link(e.path()).ok(),
-            )
-        })
-        .collect();
-    entries.sort();
-    entries
-}
-
 #[test]
 fn divert_round_trip_survives_alternatives_and_upgrades() {
     if !have_dpkg_divert() {

@@ -4,8 +4,6 @@
 //! or by PATH shims, every chain, jump and ban is there exactly once.
 
 use crate::common::*;
-use std::path::Path;
-use std::process::Command;
 
 #[derive(Debug, Default)]
 struct Outcome {
@@ -24,23 +22,8 @@ fn available() -> bool {
 }
 
 fn e2e(mode: &str) -> Outcome {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fail2ban/e2e.sh");
-    let out = Command::new("timeout")
-        .args(["300", "unshare", "-n", "-m", "sh"])
-        .arg(script)
-        .args([mode, env!("CARGO_BIN_EXE_xtlock")])
-        .env(
-            "HOST_NETNS",
-            std::fs::read_link("/proc/self/ns/net").unwrap(),
-        )
-        .env(
-            "HOST_MNTNS",
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        )
-        .env_remove("XTLOCK_HOLDER")
-        .env_remove("XTLOCK_DEPTH")
-        .output()
-        .unwrap();
+    let xtlock = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_xtlock"));
+    let out = run_in_private_namespace("fail2ban/e2e.sh", &[mode.as_ref(), xtlock]);
     let line = result_line("e2e.sh", &out);
     let value = |key: &str| result_value(&line, key);
     Outcome {

@@ -6,27 +6,13 @@
 
 use crate::common::*;
 use std::path::Path;
-use std::process::Command;
 
 fn compare(mode: &str, out_dir: &Path) -> String {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ufw/compare.sh");
-    let out = Command::new("timeout")
-        .args(["300", "unshare", "-n", "-m", "sh"])
-        .arg(script)
-        .args([mode, env!("CARGO_BIN_EXE_xtlock")])
-        .arg(out_dir)
-        .env(
-            "HOST_NETNS",
-            std::fs::read_link("/proc/self/ns/net").unwrap(),
-        )
-        .env(
-            "HOST_MNTNS",
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        )
-        .env_remove("XTLOCK_HOLDER")
-        .env_remove("XTLOCK_DEPTH")
-        .output()
-        .unwrap();
+    let xtlock = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_xtlock"));
+    let out = run_in_private_namespace(
+        "ufw/compare.sh",
+        &[mode.as_ref(), xtlock, out_dir.as_os_str()],
+    );
     result_line("compare.sh", &out);
     std::fs::read_to_string(out_dir.join(format!("{mode}.out"))).unwrap()
 }

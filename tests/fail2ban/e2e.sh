@@ -16,17 +16,8 @@ mode=$1
 xtlock=$2
 jails=20
 
-# Refuse to touch a rule unless this is a new network namespace with a private mount table.
-if [ "$(readlink /proc/self/ns/net)" = "${HOST_NETNS:-}" ] || [ "$(ip -o link show | wc -l)" -ne 1 ]; then
-    echo "e2e.sh: not in a fresh network namespace; refusing to touch any rule" >&2
-    exit 3
-fi
-if [ "$(readlink /proc/self/ns/mnt)" = "${HOST_MNTNS:-}" ]; then
-    echo "e2e.sh: not in a private mount namespace; refusing to mount /run" >&2
-    exit 3
-fi
-mount --make-rprivate / 2>/dev/null || true
-mount -t tmpfs xtlock-f2b /run
+. "$(dirname "$0")/../private-namespace.sh"
+enter_private_namespace e2e.sh
 
 base=/run/f2b
 conf=$base/conf

@@ -13,16 +13,8 @@ mode=$1
 xtlock=$2
 outdir=$3
 
-if [ "$(readlink /proc/self/ns/net)" = "${HOST_NETNS:-}" ] || [ "$(ip -o link show | wc -l)" -ne 1 ]; then
-    echo "compare.sh: not in a fresh network namespace; refusing to touch any rule" >&2
-    exit 3
-fi
-if [ "$(readlink /proc/self/ns/mnt)" = "${HOST_MNTNS:-}" ]; then
-    echo "compare.sh: not in a private mount namespace; refusing to mount anything" >&2
-    exit 3
-fi
-mount --make-rprivate /
-mount -t tmpfs xtlock-ufw /run
+. "$(dirname "$0")/../private-namespace.sh"
+enter_private_namespace compare.sh
 work=/run/ufw-compare
 mkdir -p $work
 
