@@ -250,14 +250,14 @@ pub fn result_line(script: &str, out: &std::process::Output) -> String {
     line.to_string()
 }
 
-/// Run tests/SCRIPT ARGS under `unshare -n -m` (bounded by timeout(1)), telling it the
+/// Run tests/SCRIPT ARGS under `unshare -n -m` (at most 10 minutes), telling it the
 /// host's namespaces so it can refuse to run in them (tests/private-namespace.sh).
 pub fn run_in_private_namespace(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
     Command::new("timeout")
-        .args(["300", "unshare", "-n", "-m", "sh"])
+        .args(["600", "unshare", "-n", "-m", "sh"])
         .arg(path)
         .args(args)
         .env(

@@ -90,9 +90,13 @@ done
 
 save() { PATH=${PATH#$base/shim:} iptables-legacy-save -t filter; }
 # Wait (bounded) for a count of lines matching a pattern.
+# Bare runs lose rules for good, so they wait 30 s; through xtlock every rule must come,
+# however loaded the machine (CI runs several of these at once), so up to 150 s.
+patience=150
+[ "$mode" = bare ] || patience=750
 wait_for() {
     n=0
-    while [ "$(save | grep -c -- "$1" || true)" -lt "$2" ] && [ $n -lt 150 ]; do
+    while [ "$(save | grep -c -- "$1" || true)" -lt "$2" ] && [ $n -lt $patience ]; do
         sleep 0.2
         n=$((n + 1))
     done
