@@ -39,7 +39,7 @@ failregex = ^fail from <HOST>$
 datepattern = {NONE}
 EOC
 {
-    printf '[DEFAULT]\nbanaction = iptables-multiport\nactionstart_on_demand = false\nbackend = polling\n'
+    printf '[DEFAULT]\nbanaction = iptables-multiport\nbackend = polling\n'
     printf 'maxretry = 1\nfindtime = 3600\nbantime = 3600\nfilter = xtlock-test\n\n'
     i=1
     while [ $i -le $jails ]; do
@@ -56,7 +56,8 @@ case $mode in
     local) prefix="$xtlock " ;;
     *) echo "e2e.sh: unknown mode $mode" >&2; exit 2 ;;
 esac
-printf '[Init]\niptables = %s %siptables-legacy <lockingopt>\n\n[Init?family=inet6]\niptables = %s %sip6tables-legacy <lockingopt>\n' \
+# actionstart_on_demand is an action option: every jail makes its chain at start, at once.
+printf '[Definition]\nactionstart_on_demand = false\n\n[Init]\niptables = %s %siptables-legacy <lockingopt>\n\n[Init?family=inet6]\niptables = %s %sip6tables-legacy <lockingopt>\n' \
     "$own_lock" "$prefix" "$own_lock" "$prefix" > $conf/action.d/iptables.local
 if [ "$mode" = shim ]; then
     PATH=$base/shim:$PATH
