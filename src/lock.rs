@@ -143,9 +143,10 @@ impl LockFile {
     /// Take the lock, waiting at most `timeout`.
     pub fn acquire(self, timeout: Duration) -> Result<Held, LockError> {
         let start = Instant::now();
+        let deadline = start + timeout;
         let mut lock_file = self;
         loop {
-            lock_file.wait_for_flock(timeout.saturating_sub(start.elapsed()), start, timeout)?;
+            lock_file.wait_for_flock(deadline, timeout)?;
             // If the file was deleted or replaced while we waited, we hold a lock nobody
             // else will ever ask for: open the path again and lock that.
             if lock_file.still_at_path() {
@@ -159,12 +160,8 @@ impl LockFile {
         }
     }
 
-    fn wait_for_flock(
-        &self,
-        left: Duration,
-        start: Instant,
-        timeout: Duration,
-    ) -> Result<(), LockError> {
+    /// Block in flock(2) until `deadline`; `timeout` is only for the message.
+    fn wait_for_flock(&self, deadline: Instant, timeout: Duration) -> Result<(), LockError> {
         match self.file.try_lock() {
             Ok(()) => return Ok(()),
             Err(TryLockError::WouldBlock) => {}
@@ -175,6 +172,7 @@ impl LockFile {
             after: timeout,
             holder: self.holder(),
         };
+        let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(timed_out());
         }
@@ -190,7 +188,7 @@ impl LockFile {
         std::thread::spawn(move || {
             let _ = tx.send(waiter.lock());
         });
-        match rx.recv_timeout(timeout.saturating_sub(start.elapsed())) {
+        match rx.recv_timeout(left) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(LockError::Lock(self.path.clone(), e)),
             Err(_) => Err(timed_out()),

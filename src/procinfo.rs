@@ -74,7 +74,7 @@ pub fn is_ancestor(pid: u32) -> bool {
 
 /// Pids holding an exclusive flock on the file (dev, ino), from /proc/locks.
 pub fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else {
+    let Some(locks) = read_proc_locks() else {
         return Vec::new();
     };
     parse_locks(
@@ -83,6 +83,24 @@ pub fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
         libc::minor(dev) as u64,
         ino,
     )
+}
+
+/// /proc/locks in one read(2). The kernel lists the locks under its lock for the span of
+/// one read; a file read in pieces (as read_to_string does, starting with a small probe)
+/// resumes by offset, and a lock released between two pieces shifts the list so that a
+/// line is skipped. A skipped holder would make a nested call wait for its own ancestor.
+fn read_proc_locks() -> Option<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open("/proc/locks").ok()?;
+    let mut buf = vec![0u8; 1 << 20];
+    let n = file.read(&mut buf).ok()?;
+    if n == buf.len() {
+        // Over 1 MiB of locks: no single snapshot; read the rest as well as we can.
+        file.read_to_end(&mut buf).ok()?;
+    } else {
+        buf.truncate(n);
+    }
+    String::from_utf8(buf).ok()
 }
 
 /// Lines look like `1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF`;
@@ -136,5 +154,42 @@ mod tests {
         assert!(!is_ancestor(me), "a process is not its own ancestor");
         let age = age_secs(me).unwrap();
         assert!((0.0..600.0).contains(&age), "{age}");
+    }
+}
+#[cfg(test)]
+mod churn_tests {
+    #[test]
+    fn a_holder_is_never_missed_while_other_locks_change() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mine = std::fs::File::create(dir.path().join("mine")).unwrap();
+        mine.lock().unwrap();
+        let meta = mine.metadata().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Other locks appear and disappear around ours, as other calls come and go.
+        let churn: Vec<_> = (0..4)
+            .map(|i| {
+                let path = dir.path().join(format!("churn{i}"));
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let f = std::fs::File::create(path).unwrap();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        f.lock().unwrap();
+                        f.unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        let misses = (0..5000)
+            .filter(|_| !super::flock_holders(meta.dev(), meta.ino()).contains(&std::process::id()))
+            .count();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in churn {
+            t.join().unwrap();
+        }
+        assert_eq!(
+            misses, 0,
+            "our own lock was missed {misses} times in 5000 reads"
+        );
     }
 }
