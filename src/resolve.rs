@@ -175,6 +175,11 @@ impl SelfIdentity {
         })
     }
 
+    /// Is `path` (once symlinks are followed) this very binary?
+    pub fn is(&self, path: &Path) -> bool {
+        std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino))
+    }
+
     /// The real file-system probe used by `find_in_path`.
     pub fn probe(&self, candidate: &Path) -> Candidate {
         let Ok(meta) = std::fs::metadata(candidate) else {

@@ -11,8 +11,7 @@
 
 use super::is_xtlock_link;
 use crate::call::{Failure, exit};
-use crate::resolve::DIVERT_SUFFIX;
-use std::os::unix::fs::MetadataExt;
+use crate::resolve::{Candidate, DIVERT_SUFFIX, SelfIdentity};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -74,6 +73,7 @@ fn dpkg_divert(root: &Path, args: &[&str]) -> Result<(), String> {
 
 pub fn install(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let me = super::me()?;
     let mut problems = 0;
     for name in diverted_names() {
         let (logical, path) = paths(&options.root, name);
@@ -81,7 +81,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
         if std::fs::symlink_metadata(&path).is_err() {
             continue; // not on this host
         }
-        if is_xtlock_link(&path, &own) && std::fs::symlink_metadata(&real).is_ok() {
+        if is_xtlock_link(&path, &me) && std::fs::symlink_metadata(&real).is_ok() {
             println!("already diverted {}", path.display());
             continue;
         }
@@ -130,14 +130,14 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
 }
 
 pub fn uninstall(options: &Options) -> Result<u8, Failure> {
-    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let me = super::me()?;
     let mut problems = 0;
     for name in diverted_names() {
         let (logical, path) = paths(&options.root, name);
         if std::fs::symlink_metadata(diverted_path(&path)).is_err() {
             continue;
         }
-        let ours = is_xtlock_link(&path, &own);
+        let ours = is_xtlock_link(&path, &me);
         if options.dry_run {
             println!("would restore {}", path.display());
             continue;
@@ -158,7 +158,7 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
 }
 
 /// For doctor: one finding per diverted path and per alternatives link: (ok, text).
-pub fn check(root: &Path, own: &Path) -> Vec<(bool, String)> {
+pub fn check(root: &Path, me: &SelfIdentity) -> Vec<(bool, String)> {
     let mut findings = Vec::new();
     let mut any = false;
     for name in diverted_names() {
@@ -168,7 +168,7 @@ pub fn check(root: &Path, own: &Path) -> Vec<(bool, String)> {
             continue;
         }
         any = true;
-        if is_xtlock_link(&path, own) {
+        if is_xtlock_link(&path, me) {
             findings.push((
                 true,
                 format!(
@@ -193,11 +193,8 @@ pub fn check(root: &Path, own: &Path) -> Vec<(bool, String)> {
             if std::fs::symlink_metadata(&path).is_err() {
                 continue;
             }
-            let reaches_xtlock = match (std::fs::metadata(&path), std::fs::metadata(own)) {
-                (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-                _ => false,
-            };
-            if reaches_xtlock && crate::resolve::diverted_real(&path).is_some() {
+            // xtlock, reached through a diverted file: exactly what a call resolves by.
+            if matches!(me.probe(&path), Candidate::Diverted(_)) {
                 findings.push((true, format!("{} reaches xtlock", path.display())));
             } else {
                 findings.push((

@@ -5,7 +5,7 @@
 use super::{SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
 use crate::call::{Failure, exit};
 use crate::config::{Layer, Sources};
-use crate::resolve::{SelfIdentity, find_in_path};
+use crate::resolve::find_in_path;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -34,9 +34,7 @@ impl Report {
 }
 
 pub fn doctor(options: &Options) -> Result<u8, Failure> {
-    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
-    let me = SelfIdentity::current()
-        .ok_or_else(|| Failure::new(exit::OWN, "cannot read /proc/self/exe"))?;
+    let me = super::me()?;
     let mut report = Report { problems: 0 };
     let path_var = std::env::var("PATH").unwrap_or_default();
     let systemd = Path::new("/run/systemd/system").exists();
@@ -71,7 +69,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
             }
         };
         let backend = backend_of(&real);
-        if is_xtlock_link(&first, &own) {
+        if is_xtlock_link(&first, &me) {
             shimmed_iptables |= *tool == "iptables";
             report.ok(format!(
                 "{tool}: shim {} first in PATH, real {} ({backend})",
@@ -87,7 +85,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
                 "`xtlock install --dir DIR` with DIR before it in PATH",
             );
         }
-        if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| is_xtlock_link(&p, &own)) {
+        if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| is_xtlock_link(&p, &me)) {
             report.problem(
                 format!(
                     "{tool}: services (systemd PATH {SYSTEMD_PATH}) do not reach an xtlock shim"
@@ -100,7 +98,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
         report.note("no systemd here: the PATH services get was not checked");
     }
 
-    for (ok, text) in super::divert::check(&options.root, &own) {
+    for (ok, text) in super::divert::check(&options.root, &me) {
         match ok {
             true => report.ok(text),
             false => report.problem(text, "`xtlock install --divert` (again)"),

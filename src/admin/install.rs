@@ -4,6 +4,7 @@
 
 use super::{FAIL2BAN_MARKER, SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
 use crate::call::{Failure, exit};
+use crate::resolve::SelfIdentity;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,7 @@ pub fn fail2ban_local(xtlock: &Path) -> String {
 
 pub fn install(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let me = super::me()?;
     let path_var = std::env::var("PATH").unwrap_or_default();
     let dir = &options.dir;
     let mut out = std::io::stdout().lock();
@@ -45,8 +47,8 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
     for tool in TOOLS {
         let link = dir.join(tool);
         // A tool "exists on the host" if a real one is in PATH (the shim dir aside).
-        let real = real_tool(tool, &path_var, dir, &own);
-        if is_xtlock_link(&link, &own) {
+        let real = real_tool(tool, &path_var, dir, &me);
+        if is_xtlock_link(&link, &me) {
             let _ = writeln!(out, "already linked {}", link.display());
             continue;
         }
@@ -105,13 +107,13 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
 }
 
 /// The real program `tool` resolves to with `dir` (our shims) taken out of PATH.
-fn real_tool(tool: &str, path_var: &str, dir: &Path, own: &Path) -> Option<PathBuf> {
+fn real_tool(tool: &str, path_var: &str, dir: &Path, me: &SelfIdentity) -> Option<PathBuf> {
     let without_dir: Vec<PathBuf> = std::env::split_paths(path_var)
         .filter(|d| d != dir)
         .collect();
     let joined = std::env::join_paths(without_dir).ok()?;
     let found = first_in_path(tool, &joined.to_string_lossy())?;
-    (!is_xtlock_link(&found, own)).then_some(found)
+    (!is_xtlock_link(&found, me)).then_some(found)
 }
 
 /// Does `dir` come before the directories that hold the real tools?
@@ -196,12 +198,12 @@ fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool, out: &mut impl Write)
 }
 
 pub fn uninstall(options: &Options) -> Result<u8, Failure> {
-    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let me = super::me()?;
     let mut out = std::io::stdout().lock();
     let mut problems = 0;
     for tool in TOOLS {
         let link = options.dir.join(tool);
-        if !is_xtlock_link(&link, &own) {
+        if !is_xtlock_link(&link, &me) {
             continue;
         }
         if options.dry_run {

@@ -7,7 +7,8 @@ pub mod doctor;
 pub mod install;
 pub mod stats;
 
-use std::os::unix::fs::MetadataExt;
+use crate::call::{Failure, exit};
+use crate::resolve::{Candidate, SelfIdentity, find_in_path};
 use std::path::{Path, PathBuf};
 
 /// The programs xtlock can stand in front of.
@@ -52,25 +53,26 @@ pub fn own_binary() -> Result<PathBuf, String> {
         .map_err(|e| format!("cannot find my own binary: {}", crate::lock::errno_text(&e)))
 }
 
+/// The running binary's identity, for `is_xtlock_link`.
+pub fn me() -> Result<SelfIdentity, Failure> {
+    SelfIdentity::current().ok_or_else(|| Failure::new(exit::OWN, "cannot read /proc/self/exe"))
+}
+
 /// Is `path` a symlink to xtlock (this binary, or any file named xtlock)?
-pub fn is_xtlock_link(path: &Path, own: &Path) -> bool {
+pub fn is_xtlock_link(path: &Path, me: &SelfIdentity) -> bool {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return false;
     };
-    if !meta.file_type().is_symlink() {
-        return false;
-    }
-    let same_inode = match (std::fs::metadata(path), std::fs::metadata(own)) {
-        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
-        _ => false,
-    };
-    same_inode
-        || std::fs::read_link(path).is_ok_and(|t| t.file_name().is_some_and(|n| n == "xtlock"))
+    meta.file_type().is_symlink()
+        && (me.is(path)
+            || std::fs::read_link(path).is_ok_and(|t| t.file_name().is_some_and(|n| n == "xtlock")))
 }
 
-/// The first entry named `name` in `path_var`, whatever it is.
+/// The first regular file named `name` in `path_var`, whatever it is.
 pub fn first_in_path(name: &str, path_var: &str) -> Option<PathBuf> {
-    std::env::split_paths(path_var)
-        .map(|d| d.join(name))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+    let any_file = |p: &Path| match p.is_file() {
+        true => Candidate::Program,
+        false => Candidate::Missing,
+    };
+    find_in_path(name.as_ref(), Some(path_var.as_ref()), any_file).ok()
 }
