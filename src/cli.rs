@@ -249,3 +249,16 @@ pub fn to_call(program_and_args: Vec<OsString>) -> Call {
     let program = iter.next().unwrap_or_default();
     Call::new(program, iter.collect())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn admin_command_names_match_the_subcommands() {
+        // The fast path for `xtlock PROGRAM` checks ADMIN_COMMANDS without building clap.
+        let names: Vec<String> = super::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names, super::ADMIN_COMMANDS);
+    }
+}

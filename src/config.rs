@@ -310,51 +310,35 @@ fn seconds(name: &str, value: &toml::de::DeValue) -> Result<f64, String> {
 fn env_layer(env: &dyn Fn(&str) -> Option<OsString>) -> (Layer, Vec<String>) {
     let mut layer = Layer::default();
     let mut warnings = Vec::new();
-    let mut number = |name: &str| -> Option<String> {
-        let value = env(name)?;
-        match value.to_str() {
-            Some(v) => Some(v.trim().to_string()),
-            None => {
-                warnings.push(format!("ignoring {name}: not valid UTF-8"));
-                None
-            }
-        }
-    };
-    let timeout = number("XTLOCK_TIMEOUT").map(|v| (v.parse::<f64>(), v));
-    let retries = number("XTLOCK_RETRIES").map(|v| (v.parse::<u32>(), v));
-    let verbose = number("XTLOCK_VERBOSE");
-    let max_stdin = number("XTLOCK_MAX_STDIN").map(|v| (v.parse::<u64>(), v));
-    match timeout {
-        Some((Ok(t), v)) => accept(&mut layer, &mut warnings, "XTLOCK_TIMEOUT", &v, |l| {
-            l.timeout = Some(t)
-        }),
-        Some((Err(_), v)) => warnings.push(format!(
-            "ignoring XTLOCK_TIMEOUT={v:?}: not a number of seconds"
-        )),
-        None => {}
-    }
-    match retries {
-        Some((Ok(r), v)) => accept(&mut layer, &mut warnings, "XTLOCK_RETRIES", &v, |l| {
-            l.retries = Some(r)
-        }),
-        Some((Err(_), v)) => {
-            warnings.push(format!("ignoring XTLOCK_RETRIES={v:?}: not a whole number"))
-        }
-        None => {}
-    }
-    match max_stdin {
-        Some((Ok(m), v)) => accept(&mut layer, &mut warnings, "XTLOCK_MAX_STDIN", &v, |l| {
-            l.max_stdin = Some(m)
-        }),
-        Some((Err(_), v)) => warnings.push(format!(
-            "ignoring XTLOCK_MAX_STDIN={v:?}: not a number of bytes"
-        )),
-        None => {}
-    }
-    match verbose.as_deref() {
+    let w = &mut warnings;
+    set_number(
+        &mut layer,
+        w,
+        env,
+        "XTLOCK_TIMEOUT",
+        "a number of seconds",
+        |l, v| l.timeout = Some(v),
+    );
+    set_number(
+        &mut layer,
+        w,
+        env,
+        "XTLOCK_RETRIES",
+        "a whole number",
+        |l, v| l.retries = Some(v),
+    );
+    set_number(
+        &mut layer,
+        w,
+        env,
+        "XTLOCK_MAX_STDIN",
+        "a number of bytes",
+        |l, v| l.max_stdin = Some(v),
+    );
+    match env_text(env, "XTLOCK_VERBOSE", w).as_deref() {
         Some("1" | "true" | "yes" | "on") => layer.verbose = Some(true),
         Some("0" | "false" | "no" | "off" | "") => layer.verbose = Some(false),
-        Some(v) => warnings.push(format!("ignoring XTLOCK_VERBOSE={v:?}: use 1 or 0")),
+        Some(v) => w.push(format!("ignoring XTLOCK_VERBOSE={v:?}: use 1 or 0")),
         None => {}
     }
     layer.lock_file = env("XTLOCK_LOCK_FILE")
@@ -365,18 +349,43 @@ fn env_layer(env: &dyn Fn(&str) -> Option<OsString>) -> (Layer, Vec<String>) {
     (layer, warnings)
 }
 
-/// Apply one environment value through `set` if the result validates.
-fn accept(
+/// The variable's value, trimmed; a value that is not UTF-8 is warned about and ignored.
+fn env_text(
+    env: &dyn Fn(&str) -> Option<OsString>,
+    name: &str,
+    warnings: &mut Vec<String>,
+) -> Option<String> {
+    let value = env(name)?;
+    match value.to_str() {
+        Some(v) => Some(v.trim().to_string()),
+        None => {
+            warnings.push(format!("ignoring {name}: not valid UTF-8"));
+            None
+        }
+    }
+}
+
+/// Parse variable `name` and apply it through `set`, if it parses and validates;
+/// otherwise warn (`what` says what it should have been) and leave the layer alone.
+fn set_number<T: std::str::FromStr + Copy>(
     layer: &mut Layer,
     warnings: &mut Vec<String>,
+    env: &dyn Fn(&str) -> Option<OsString>,
     name: &str,
-    raw: &str,
-    set: impl Fn(&mut Layer),
+    what: &str,
+    set: impl Fn(&mut Layer, T),
 ) {
+    let Some(raw) = env_text(env, name, warnings) else {
+        return;
+    };
+    let Ok(value) = raw.parse::<T>() else {
+        warnings.push(format!("ignoring {name}={raw:?}: not {what}"));
+        return;
+    };
     let mut candidate = Layer::default();
-    set(&mut candidate);
+    set(&mut candidate, value);
     match candidate.validate() {
-        Ok(()) => set(layer),
+        Ok(()) => set(layer, value),
         Err(problem) => warnings.push(format!("ignoring {name}={raw:?}: {problem}")),
     }
 }
