@@ -131,10 +131,6 @@ impl LockFile {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// (device, inode) of the open file: what /proc/locks and the nesting marker name.
     pub fn identity(&self) -> (u64, u64) {
         self.identity
