@@ -1,46 +1,25 @@
-//! One firewall call from start to finish: resolve the real program, take the lock
-//! (unless an ancestor holds it), run it, retry what is safe to retry, pass its stderr
-//! and status through, and log what went wrong.
+//! One firewall call, in the order it happens (as flock.c's main reads):
+//! classify and resolve → a read runs in our place → a restore's input is made ready →
+//! lock (or join the ancestor that holds it) → attempts → release → pass stderr → log.
+//! Logging happens only after the lock is released: a slow log never holds it.
 
+use crate::classify::{self, Backend, Effect, Kind, Wait};
 use crate::config::Config;
-use crate::lock::LockFile;
-use crate::log::{Event, Logger, Severity, shell_join_bytes};
-use crate::nesting::{self, Marker};
+use crate::lock::{Held, LockFile};
+use crate::log::{Event, Logger, Severity};
+use crate::nesting;
 use crate::resolve::{self, SelfIdentity};
-use crate::retry::{self, RestoreCall, Verdict};
-use crate::run::{self, Attempt, Input, Program};
+use crate::restore::Prepared;
+use crate::retry::{self, RestoreCall, Step, Verdict};
+use crate::run::{self, Attempt, Input, Program, Stderr};
+use crate::status::{Exit, Failure};
 use std::ffi::{OsStr, OsString};
-use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A waiter logs when it waited longer than this.
 const SLOW_WAIT: Duration = Duration::from_secs(1);
-
-/// An error of xtlock's own (not the program's status): printed as `xtlock: MESSAGE`.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-pub mod exit {
-    /// The lock could not be had (timeout, bad lock file): iptables' "resource problem".
-    pub const LOCK: u8 = 4;
-    /// Usage or internal error of xtlock.
-    pub const OWN: u8 = 125;
-    pub const NOT_EXECUTABLE: u8 = 126;
-    pub const NOT_FOUND: u8 = 127;
-}
-
-impl Failure {
-    pub fn new(code: u8, message: impl Into<String>) -> Failure {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
 
 pub enum Target {
     /// A bare name, looked up in PATH, skipping xtlock.
@@ -53,7 +32,7 @@ pub enum Target {
 }
 
 pub struct Call {
-    /// The program's file name, for restore detection and logs.
+    /// The program's file name, for classification and logs.
     pub name: OsString,
     /// argv[0] for the real program: what our caller used.
     pub arg0: OsString,
@@ -65,10 +44,7 @@ impl Call {
     /// A shim called as `arg0`: always looked up by its file name in PATH (skipping
     /// xtlock), even when called by a path, which would otherwise name xtlock itself.
     pub fn shim(arg0: OsString, args: Vec<OsString>) -> Call {
-        let name = PathBuf::from(&arg0)
-            .file_name()
-            .map(OsStr::to_os_string)
-            .unwrap_or_default();
+        let name = file_name(&arg0);
         let target = match arg0.as_encoded_bytes().contains(&b'/') {
             true => Target::CalledAs(PathBuf::from(&arg0), name.clone()),
             false => Target::Name(name.clone()),
@@ -83,18 +59,12 @@ impl Call {
 
     /// `xtlock PROGRAM ARGS...`.
     pub fn new(program: OsString, args: Vec<OsString>) -> Call {
-        let path = PathBuf::from(&program);
-        let name = path
-            .file_name()
-            .map(OsStr::to_os_string)
-            .unwrap_or_else(|| program.clone());
-        let target = if program.as_encoded_bytes().contains(&b'/') {
-            Target::Path(path)
-        } else {
-            Target::Name(program.clone())
+        let target = match program.as_encoded_bytes().contains(&b'/') {
+            true => Target::Path(PathBuf::from(&program)),
+            false => Target::Name(program.clone()),
         };
         Call {
-            name,
+            name: file_name(&program),
             arg0: program,
             target,
             args,
@@ -108,61 +78,155 @@ impl Call {
     fn event(&self, severity: Severity, name: &str) -> Event {
         Event::new(severity, name)
             .field("prog", self.name.as_encoded_bytes())
-            .field("args", shell_join_bytes(&self.args))
+            .field("args", crate::text::shell_join_bytes(&self.args))
     }
 }
 
-/// One call: resolve, read a restore's input, lock, run (with retries), pass through.
-pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<u8, Failure> {
+fn file_name(program: &OsStr) -> OsString {
+    Path::new(program)
+        .file_name()
+        .map_or_else(|| program.to_os_string(), OsStr::to_os_string)
+}
+
+/// Who called us: the parent's pid and command line.
+fn with_caller(event: Event) -> Event {
+    let ppid = std::os::unix::process::parent_id();
+    event
+        .field("caller_pid", ppid.to_string())
+        .field("caller", crate::procinfo::describe(ppid))
+}
+
+/// One call. Every event is logged at the end, after the lock is released.
+pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failure> {
+    let mut events = Vec::new();
+    let result = run_logged(call, config, &mut events);
+    if let Err(failure) = &result
+        && !events.iter().any(|e| e.name == "lock-failed")
+    {
+        let e = call
+            .event(Severity::Error, "xtlock-failed")
+            .field("status", failure.exit_code().to_string())
+            .field("error", failure.message());
+        events.push(with_caller(e));
+    }
+    for event in &events {
+        logger.log(event);
+    }
+    result
+}
+
+fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<Exit, Failure> {
     let start = Instant::now();
     let depth = check_depth(call)?;
     let path = resolve_program(call)?;
-    let asks_for_help = only_asks_for_help(&call.args);
-    // Read a restore's input before taking the lock: the caller may be slow to write it.
-    let restore = (crate::restore::is_restore_program(&call.name) && !asks_for_help)
-        .then(|| RestoreInput::read(call, config.max_stdin))
-        .transpose()?;
-
+    let backend = || backend_of(&path);
+    let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
+    let kind = classify::classify(&call.name, &call.args, backend(), posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
-    let held = match asks_for_help {
-        true => None,
-        false => lock_unless_nested(call, config, logger, start, &mut env)?,
-    };
-    let waited = start.elapsed();
-    crate::signals::install();
-
-    let program = Program {
+    let program = |env| Program {
         path: &path,
         arg0: &call.arg0,
         args: &call.args,
-        env: &env,
+        env,
     };
-    let outcome = run_with_retries(
+
+    if runs_in_our_place(&kind, backend(), config.verbose) {
+        let e = run::exec(&program(&env));
+        return Err(spawn_failure(&path, e));
+    }
+
+    let prepared = match &kind {
+        Kind::Restore(args) => Some(
+            crate::restore::prepare(args.as_ref(), config.max_stdin)
+                .map_err(|f| Failure::Own(format!("{}: {f}", call.display_name())))?,
+        ),
+        _ => None,
+    };
+    let lock_start = Instant::now();
+    let timeout = lock_timeout(&kind, config.timeout);
+    let guard = lock(call, config, timeout, events)?;
+    if let Guard::Held(_) = guard {
+        env.push((nesting::HOLDER_VAR, std::process::id().to_string()));
+    }
+    let waited = lock_start.elapsed();
+    if waited > SLOW_WAIT {
+        let e = call
+            .event(Severity::Info, "slow-wait")
+            .field("wait_ms", waited.as_millis().to_string());
+        events.push(with_caller(e));
+    }
+    crate::signals::install();
+
+    let outcome = attempts(
         call,
         config,
-        logger,
-        &program,
-        restore.as_ref(),
-        start,
+        &program(&env),
+        &kind,
+        prepared.as_ref(),
+        lock_start + timeout,
         waited,
-    )?;
-    drop(held);
-
-    // The caller sees the final attempt's stderr byte for byte, and nothing of ours.
-    let _ = std::io::stderr().write_all(&outcome.attempt.stderr);
-    if let Some(event) = outcome.failure_event {
-        logger.log(event);
+        events,
+    );
+    if let Guard::Held(held) = guard {
+        held.release();
+    } else {
+        drop(guard);
+    }
+    let (attempt, attempts) = outcome?;
+    if !attempt.stderr_passed {
+        let _ = std::io::stderr().write_all(&attempt.stderr);
     }
     if config.verbose {
         let e = call
             .event(Severity::Info, "call")
-            .field("status", outcome.attempt.exit_code().to_string())
-            .field("attempts", outcome.attempts.to_string())
+            .field("status", attempt.shell_status().to_string())
+            .field("attempts", attempts.to_string())
             .field("wait_ms", waited.as_millis().to_string())
             .field("total_ms", start.elapsed().as_millis().to_string());
-        logger.log(e.caller());
+        events.push(with_caller(e));
     }
-    Ok(outcome.attempt.exit_code())
+    Ok(match attempt.signal() {
+        Some(signal) if crate::signals::received() == Some(signal) => Exit::Signal(signal),
+        _ => Exit::Status(attempt.shell_status()),
+    })
+}
+
+/// Reads need neither the lock nor a spawn: exec the program in our place. A read of
+/// the legacy backend without `-w` stays on the write path: iptables 1.6 to 1.8.7 then
+/// fail at once if iptables' own lock is busy, and xtlock's queue spares them that.
+/// Under --verbose a read is spawned, so that it is logged.
+pub fn runs_in_our_place(kind: &Kind, backend: Option<Backend>, verbose: bool) -> bool {
+    if verbose {
+        return false;
+    }
+    match kind {
+        Kind::Save => true,
+        Kind::Restore(Some(crate::restore::RestoreArgs::HelpOrVersion)) => true,
+        Kind::Command(command) => match command.effect {
+            Effect::HelpOrVersion => true,
+            Effect::ReadOnly => command.wait != Wait::Absent || backend == Some(Backend::Nft),
+            Effect::Write => false,
+        },
+        Kind::Restore(_) | Kind::Other => false,
+    }
+}
+
+/// The caller's `iptables -w N` bounds xtlock's wait too; `-w` alone or none: the
+/// configured timeout.
+pub fn lock_timeout(kind: &Kind, configured: Duration) -> Duration {
+    match kind {
+        Kind::Command(c) => match c.wait {
+            Wait::Seconds(n) if n > 0 => Duration::from_secs(n as u64),
+            _ => configured,
+        },
+        _ => configured,
+    }
+}
+
+/// The backend of the multi-call binary `path` reaches through its links.
+fn backend_of(path: &Path) -> Option<Backend> {
+    let real = std::fs::canonicalize(path).ok()?;
+    classify::backend_of_multi(real.file_name()?)
 }
 
 /// A copy of xtlock ahead of the real program would run itself forever.
@@ -172,272 +236,262 @@ fn check_depth(call: &Call) -> Result<u32, Failure> {
         return Ok(depth);
     }
     let name = call.display_name();
-    Err(Failure::new(
-        exit::OWN,
-        format!(
-            "{name}: xtlock calls nested {depth} deep; is a copy of xtlock ahead of the real {name} in PATH?"
-        ),
-    ))
+    Err(Failure::Own(format!(
+        "{name}: xtlock calls nested {depth} deep; is a copy of xtlock ahead of the real {name} in PATH?"
+    )))
 }
 
-/// What a `*-restore` call reads, kept so that a failed COMMIT can be replayed.
-struct RestoreInput {
-    args: crate::restore::RestoreArgs,
-    /// The rules text: stdin, read into memory, or the file named in the arguments.
-    bytes: Option<Vec<u8>>,
+enum Guard {
+    Held(Held),
+    /// An ancestor holds the lock for us; the open file carries our read lock, which
+    /// keeps the ancestor from releasing it while we run.
+    Nested {
+        _read_lock: LockFile,
+    },
+    /// The caller may not open the lock file: run as bare would.
+    Unlocked,
 }
 
-impl RestoreInput {
-    fn read(call: &Call, limit: u64) -> Result<RestoreInput, Failure> {
-        let args = crate::restore::parse_args(&call.args);
-        let bytes = match &args.input_file {
-            // A terminal is a person typing rules: pass it through, no replay.
-            None if std::io::stdin().is_terminal() => None,
-            None => Some(read_stdin(limit, &call.display_name())?),
-            Some(file) => read_limited(file, limit),
-        };
-        Ok(RestoreInput { args, bytes })
-    }
-
-    fn stdin(&self) -> Input<'_> {
-        match (&self.args.input_file, &self.bytes) {
-            (None, Some(bytes)) => Input::Replay(bytes),
-            _ => Input::Inherit,
-        }
-    }
-
-    fn for_classifier(&self) -> RestoreCall<'_> {
-        RestoreCall {
-            noflush: self.args.noflush && !self.args.test_only,
-            input: self.bytes.as_deref(),
-        }
-    }
-}
-
-/// Take the lock, unless a live marker says our ancestor holds it for us; then tell
-/// the child (through `env`) that we hold it.
-fn lock_unless_nested(
+fn lock(
     call: &Call,
     config: &Config,
-    logger: &Logger,
-    start: Instant,
-    env: &mut Vec<(&'static str, String)>,
-) -> Result<Option<crate::lock::Held>, Failure> {
-    let lock =
-        LockFile::open(&config.lock_file).map_err(|e| Failure::new(exit::LOCK, e.to_string()))?;
-    let nested = std::env::var_os(nesting::HOLDER_VAR)
-        .and_then(|v| Marker::parse(&v))
-        .is_some_and(|marker| marker.is_live_for(lock.identity()));
-    if nested {
-        return Ok(None); // the ancestor's marker is inherited as it is
-    }
-    let held = acquire(call, lock, config, logger, start)?;
-    let (dev, ino) = held.identity;
-    env.push((
-        nesting::HOLDER_VAR,
-        Marker {
-            pid: std::process::id(),
-            dev,
-            ino,
+    timeout: Duration,
+    events: &mut Vec<Event>,
+) -> Result<Guard, Failure> {
+    let lock_failed = |events: &mut Vec<Event>, message: String, waited: Duration| {
+        let e = call
+            .event(Severity::Error, "lock-failed")
+            .field("wait_ms", waited.as_millis().to_string())
+            .field("error", &message);
+        events.push(with_caller(e));
+        Failure::Lock(message)
+    };
+    let start = Instant::now();
+    let lock = match LockFile::open(&config.lock_file) {
+        Ok(lock) => lock,
+        Err(e) if e.is_permission() => {
+            let e = call
+                .event(Severity::Warning, "unlocked")
+                .field("error", e.to_string())
+                .field(
+                    "reason",
+                    "the caller may not open the lock file; the program runs as it would bare",
+                );
+            events.push(with_caller(e));
+            return Ok(Guard::Unlocked);
         }
-        .render(),
-    ));
-    Ok(Some(held))
+        Err(e) => return Err(lock_failed(events, e.to_string(), start.elapsed())),
+    };
+    let lock = match lock.try_acquire() {
+        Ok(Ok(held)) => return Ok(Guard::Held(held)),
+        Ok(Err(busy)) => busy,
+        Err(e) => return Err(lock_failed(events, e.to_string(), start.elapsed())),
+    };
+    if nesting::join_ancestor(lock.file(), lock.identity()) {
+        return Ok(Guard::Nested { _read_lock: lock });
+    }
+    lock.acquire(timeout)
+        .map(Guard::Held)
+        .map_err(|e| lock_failed(events, e.to_string(), start.elapsed()))
 }
 
-struct Outcome {
-    attempt: Attempt,
-    attempts: u32,
-    /// How the final attempt failed, to log once the lock is released.
-    failure_event: Option<Event>,
-}
-
-/// Run until success, a failure that is final, or no attempts or time left. Retries
-/// keep the lock and stay within the timeout.
-fn run_with_retries(
+/// Run until success, a failure that is final, or no attempts or time left.
+#[allow(clippy::too_many_arguments)]
+fn attempts(
     call: &Call,
     config: &Config,
-    logger: &Logger,
     program: &Program,
-    restore: Option<&RestoreInput>,
-    start: Instant,
+    kind: &Kind,
+    prepared: Option<&Prepared>,
+    deadline: Instant,
     waited: Duration,
-) -> Result<Outcome, Failure> {
-    let input = restore.map_or(Input::Inherit, RestoreInput::stdin);
-    let attempts = config.retries + 1;
-    let deadline = start + config.timeout;
+    events: &mut Vec<Event>,
+) -> Result<(Attempt, u32), Failure> {
+    let input = match prepared {
+        Some(Prepared::Buffered(bytes)) => Input::Replay(bytes),
+        _ => Input::Inherit,
+    };
+    // Only what may be retried needs its stderr read; the rest keeps the caller's.
+    let stderr = match kind {
+        Kind::Command(_) | Kind::Restore(_) => Stderr::Capture,
+        Kind::Save | Kind::Other => Stderr::Inherit,
+    };
+    let max_attempts = config.retries + 1;
     let mut attempt_no = 1;
     loop {
-        let attempt = run::run_once(program, &input).map_err(|e| spawn_failure(program.path, e))?;
-        let verdict = retry::classify(
-            attempt.status.code(),
-            &attempt.stderr,
-            restore.map(RestoreInput::for_classifier),
-        );
-        // One line per failed attempt, named by what xtlock did about it.
-        let event = |severity, outcome: &str| {
-            call.event(severity, outcome)
-                .field("attempt", format!("{attempt_no}/{attempts}"))
-                .field("status", attempt.exit_code().to_string())
-                .field("wait_ms", waited.as_millis().to_string())
-                .field("run_ms", attempt.elapsed.as_millis().to_string())
+        let attempt =
+            run::run_once(program, &input, &stderr).map_err(|e| spawn_failure(program.path, e))?;
+        let verdict = match kind {
+            Kind::Command(_) => retry::classify(attempt.exit_code(), &attempt.stderr, None),
+            Kind::Restore(_) => retry::classify(
+                attempt.exit_code(),
+                &attempt.stderr,
+                prepared.map(|prepared| RestoreCall {
+                    noflush: false,
+                    input: prepared.replay(),
+                }),
+            ),
+            Kind::Save | Kind::Other => Verdict::Final,
         };
-        let failure_event = match verdict {
-            Verdict::Final if attempt.status.success() => None,
-            Verdict::Final => Some(event(Severity::Notice, "failed")),
-            Verdict::Unsafe(reason) => {
-                Some(event(Severity::Warning, "not-retried").field("reason", reason))
+        let delay = retry::backoff(attempt_no, fastrand::f64());
+        let step = retry::next_step(
+            verdict,
+            attempt_no,
+            max_attempts,
+            Instant::now() + delay <= deadline,
+            crate::signals::received().is_some(),
+            attempt.stderr_passed,
+        );
+        let event = |severity, name: &str| {
+            let e = call
+                .event(severity, name)
+                .field("attempt", format!("{attempt_no}/{max_attempts}"))
+                .field("status", attempt.shell_status().to_string())
+                .field("wait_ms", waited.as_millis().to_string())
+                .field("run_ms", attempt.elapsed.as_millis().to_string());
+            with_caller(e).field("stderr", &attempt.stderr)
+        };
+        match (step, verdict) {
+            (Step::Retry, Verdict::Retry(reason)) => {
+                let e = event(Severity::Warning, "retry")
+                    .field("reason", reason)
+                    .field("delay_ms", delay.as_millis().to_string());
+                events.push(e);
+                if crate::signals::sleep_unless_signalled(delay) {
+                    let e = event(Severity::Error, "gave-up")
+                        .field("reason", reason)
+                        .field("why", "interrupted by a signal");
+                    events.push(e);
+                    return Ok((attempt, attempt_no));
+                }
+                attempt_no += 1;
+                continue;
             }
-            Verdict::Retry(reason) => {
-                let delay = retry::backoff(attempt_no, fastrand::f64());
-                let why_not = if crate::signals::received().is_some() {
-                    Some("interrupted by a signal")
-                } else if attempt_no >= attempts {
-                    Some("no attempts left")
-                } else if Instant::now() + delay > deadline {
-                    Some("timeout reached")
-                } else {
-                    None
-                };
-                match why_not {
-                    Some(why) => Some(
-                        event(Severity::Error, "gave-up")
-                            .field("reason", reason)
-                            .field("why", why),
-                    ),
-                    None => {
-                        let e = event(Severity::Warning, "retry")
-                            .field("reason", reason)
-                            .field("delay_ms", delay.as_millis().to_string());
-                        logger.log(with_stderr(e, &attempt));
-                        std::thread::sleep(delay);
-                        attempt_no += 1;
-                        continue;
-                    }
+            (Step::GiveUp(why), Verdict::Retry(reason)) => {
+                events.push(
+                    event(Severity::Error, "gave-up")
+                        .field("reason", reason)
+                        .field("why", why),
+                );
+            }
+            (_, Verdict::Unsafe(reason)) => {
+                events.push(event(Severity::Warning, "not-retried").field("reason", reason));
+            }
+            _ => {
+                if let Some((severity, name)) = final_severity(kind, &attempt, config.verbose) {
+                    events.push(event(severity, name));
                 }
             }
-        };
-        let failure_event = failure_event.map(|e| with_stderr(e, &attempt));
-        return Ok(Outcome {
-            attempt,
-            attempts: attempt_no,
-            failure_event,
-        });
+        }
+        return Ok((attempt, attempt_no));
     }
 }
 
-fn with_stderr(event: Event, attempt: &Attempt) -> Event {
-    event.caller().field("stderr", &attempt.stderr)
+/// How a final outcome is logged, if at all: an answer (`-C` saying "absent") is not a
+/// failure; a refusal (exit 1-3) is worth a note; a death by signal is worth a warning.
+pub fn final_severity(
+    kind: &Kind,
+    attempt: &Attempt,
+    verbose: bool,
+) -> Option<(Severity, &'static str)> {
+    let is_check = matches!(kind, Kind::Command(c) if c.check);
+    match (attempt.exit_code(), attempt.signal()) {
+        (Some(0), _) => None,
+        (Some(1), _) if is_check => verbose.then_some((Severity::Info, "answer")),
+        (Some(_), _) => Some((Severity::Info, "failed")),
+        (None, Some(_)) => Some((Severity::Warning, "killed")),
+        (None, None) => None,
+    }
 }
 
 fn resolve_program(call: &Call) -> Result<PathBuf, Failure> {
     let me = SelfIdentity::current();
-    let probe = |p: &std::path::Path| match &me {
+    let probe = |p: &Path| match &me {
         Some(me) => me.probe(p),
-        // No /proc: we cannot tell ourselves apart; the depth guard still stops a loop.
+        // Neither /proc nor the path we were run by: we cannot tell ourselves apart;
+        // the depth guard still stops a loop.
         None => resolve::Candidate::Program,
     };
+    let path_var = std::env::var_os("PATH");
     let found = match &call.target {
-        Target::Name(name) => {
-            resolve::find_in_path(name, std::env::var_os("PATH").as_deref(), probe)
-        }
+        Target::Name(name) => resolve::find_in_path(name, path_var.as_deref(), probe),
         Target::Path(path) => resolve::check_path(path, probe),
         Target::CalledAs(path, name) => match probe(path) {
             resolve::Candidate::Diverted(real) => Ok(real),
-            _ => resolve::find_in_path(name, std::env::var_os("PATH").as_deref(), probe),
+            _ => resolve::find_in_path(name, path_var.as_deref(), probe),
         },
     };
     let name = call.display_name();
-    found.map_err(|e| {
-        let message = match &e {
-            resolve::ResolveError::NotExecutable { .. } => format!("{name}: {e}"),
-            resolve::ResolveError::NotFound { .. } => e.to_string(),
-        };
-        Failure::new(e.exit_code(), message)
+    found.map_err(|e| match &e {
+        resolve::ResolveError::NotExecutable { .. } => Failure::CannotRun(format!("{name}: {e}")),
+        resolve::ResolveError::NotFound { .. } => Failure::NotFound(e.to_string()),
     })
 }
 
-fn acquire(
-    call: &Call,
-    lock: LockFile,
-    config: &Config,
-    logger: &Logger,
-    start: Instant,
-) -> Result<crate::lock::Held, Failure> {
-    match lock.acquire(config.timeout) {
-        Ok(held) => {
-            if held.waited > SLOW_WAIT {
-                let e = call
-                    .event(Severity::Notice, "slow-wait")
-                    .field("wait_ms", held.waited.as_millis().to_string());
-                logger.log(e.caller());
-            }
-            Ok(held)
-        }
-        Err(e) => {
-            let message = e.to_string();
-            let event = call
-                .event(Severity::Error, "lock-failed")
-                .field("wait_ms", start.elapsed().as_millis().to_string())
-                .field("error", &message);
-            logger.log(event.caller());
-            Err(Failure::new(exit::LOCK, message))
-        }
+fn spawn_failure(path: &Path, e: std::io::Error) -> Failure {
+    let message = format!(
+        "cannot run {}: {}",
+        path.display(),
+        crate::lock::errno_text(&e)
+    );
+    match e.raw_os_error() {
+        Some(libc::ENOENT) => Failure::NotFound(message),
+        _ => Failure::CannotRun(message),
     }
 }
 
-/// `iptables -h` or `--version` changes nothing: no need to queue for the lock.
-fn only_asks_for_help(args: &[OsString]) -> bool {
-    matches!(args, [one] if ["-h", "--help", "-V", "--version"].iter().any(|h| one == h))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::Command;
 
-fn read_stdin(limit: u64, name: &str) -> Result<Vec<u8>, Failure> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            Failure::new(
-                exit::OWN,
-                format!(
-                    "{name}: cannot read standard input: {}",
-                    crate::lock::errno_text(&e)
-                ),
-            )
-        })?;
-    if bytes.len() as u64 > limit {
-        return Err(Failure::new(
-            exit::OWN,
-            format!(
-                "{name}: standard input is larger than {limit} bytes (max_stdin); nothing was run"
-            ),
-        ));
+    fn command(effect: Effect, wait: Wait) -> Kind {
+        Kind::Command(Command {
+            effect,
+            wait,
+            check: false,
+        })
     }
-    Ok(bytes)
-}
 
-fn read_limited(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .ok()?
-        .take(limit)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(bytes)
-}
+    #[test]
+    fn which_calls_run_in_our_place() {
+        use Effect::*;
+        let nft = Some(Backend::Nft);
+        let legacy = Some(Backend::Legacy);
+        let cases = [
+            (Kind::Save, legacy, true),
+            (command(HelpOrVersion, Wait::Absent), legacy, true),
+            (command(ReadOnly, Wait::Unbounded), legacy, true),
+            (command(ReadOnly, Wait::Seconds(5)), None, true),
+            (command(ReadOnly, Wait::Absent), nft, true),
+            (command(ReadOnly, Wait::Absent), legacy, false),
+            (command(ReadOnly, Wait::Absent), None, false),
+            (command(Write, Wait::Unbounded), nft, false),
+            (Kind::Other, nft, false),
+            (Kind::Restore(None), nft, false),
+        ];
+        for (kind, backend, want) in cases {
+            assert_eq!(
+                runs_in_our_place(&kind, backend, false),
+                want,
+                "{kind:?} {backend:?}"
+            );
+            assert!(
+                !runs_in_our_place(&kind, backend, true),
+                "verbose spawns {kind:?}"
+            );
+        }
+    }
 
-fn spawn_failure(path: &std::path::Path, e: std::io::Error) -> Failure {
-    let code = match e.raw_os_error() {
-        Some(libc::ENOENT) => exit::NOT_FOUND,
-        _ => exit::NOT_EXECUTABLE,
-    };
-    Failure::new(
-        code,
-        format!(
-            "cannot run {}: {}",
-            path.display(),
-            crate::lock::errno_text(&e)
-        ),
-    )
+    #[test]
+    fn the_callers_wait_bounds_ours() {
+        let configured = Duration::from_secs(30);
+        let t = |wait| lock_timeout(&command(Effect::Write, wait), configured);
+        assert_eq!(t(Wait::Absent), configured);
+        assert_eq!(t(Wait::Unbounded), configured);
+        assert_eq!(t(Wait::Seconds(5)), Duration::from_secs(5));
+        assert_eq!(t(Wait::Seconds(60)), Duration::from_secs(60));
+        assert_eq!(t(Wait::Seconds(0)), configured);
+        assert_eq!(lock_timeout(&Kind::Other, configured), configured);
+    }
 }

@@ -2,8 +2,9 @@
 //! a PATH shim and parses nothing; see `lib.rs`.) clap's builder API, not its derive:
 //! no proc macros, so the release binary can be linked statically (see README).
 
-use crate::call::{Call, Failure, exit};
+use crate::call::Call;
 use crate::config::Layer;
+use crate::status::Failure;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -45,6 +46,7 @@ pub fn command() -> Command {
         )
         .arg(path("log-file", "Also log to this file (syslog is always tried)"))
         .arg(path("syslog-socket", "The syslog socket (\"\" turns syslog off) [default: /dev/log]"))
+        .arg(path("journal-socket", "journald's native socket, tried before syslog (\"\" turns it off) [default: /run/systemd/journal/socket]"))
         .arg(
             Arg::new("max-stdin")
                 .long("max-stdin")
@@ -183,13 +185,14 @@ fn layer(matches: &ArgMatches) -> Layer {
         log_file: matches.get_one::<PathBuf>("log-file").cloned(),
         verbose: matches.get_flag("verbose").then_some(true),
         syslog_socket: matches.get_one::<PathBuf>("syslog-socket").cloned(),
+        journal_socket: matches.get_one::<PathBuf>("journal-socket").cloned(),
         max_stdin: matches.get_one::<u64>("max-stdin").copied(),
     }
 }
 
 pub enum Parsed {
     Done(u8),
-    Run(Cli),
+    Run(Box<Cli>),
 }
 
 /// Parse our own options; help and version are answers, not errors.
@@ -200,16 +203,16 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         && !ADMIN_COMMANDS.iter().any(|c| first == c)
     {
         let action = Action::Run(args[1..].to_vec());
-        return Ok(Parsed::Run(Cli {
+        return Ok(Parsed::Run(Box::new(Cli {
             options: Layer::default(),
             action,
-        }));
+        })));
     }
     let matches = match command().try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => {
             let _ = e.print();
-            return Ok(Parsed::Done(if e.use_stderr() { exit::OWN } else { 0 }));
+            return Ok(Parsed::Done(if e.use_stderr() { 125 } else { 0 }));
         }
     };
     let action = match matches.subcommand() {
@@ -238,10 +241,10 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         }
         None => Action::Nothing,
     };
-    Ok(Parsed::Run(Cli {
+    Ok(Parsed::Run(Box::new(Cli {
         options: layer(&matches),
         action,
-    }))
+    })))
 }
 
 pub fn to_call(program_and_args: Vec<OsString>) -> Call {

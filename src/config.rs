@@ -29,6 +29,8 @@ pub struct Config {
     pub verbose: bool,
     /// None: do not log to syslog.
     pub syslog_socket: Option<PathBuf>,
+    /// journald's native socket, tried before syslog; None: do not.
+    pub journal_socket: Option<PathBuf>,
     pub max_stdin: u64,
 }
 
@@ -41,6 +43,7 @@ impl Default for Config {
             log_file: None,
             verbose: false,
             syslog_socket: Some(crate::log::DEFAULT_SYSLOG_SOCKET.into()),
+            journal_socket: Some(crate::log::DEFAULT_JOURNAL_SOCKET.into()),
             max_stdin: DEFAULT_MAX_STDIN,
         }
     }
@@ -57,6 +60,8 @@ pub struct Layer {
     pub verbose: Option<bool>,
     /// An empty string turns syslog off.
     pub syslog_socket: Option<PathBuf>,
+    /// An empty string turns the journal off.
+    pub journal_socket: Option<PathBuf>,
     pub max_stdin: Option<u64>,
 }
 
@@ -106,6 +111,9 @@ impl Layer {
         }
         if let Some(v) = self.syslog_socket {
             config.syslog_socket = (!v.as_os_str().is_empty()).then_some(v);
+        }
+        if let Some(v) = self.journal_socket {
+            config.journal_socket = (!v.as_os_str().is_empty()).then_some(v);
         }
         if let Some(v) = self.max_stdin {
             config.max_stdin = v;
@@ -226,6 +234,9 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
             "lock_file" => layer.lock_file = Some(string(name, value).map_err(at)?.into()),
             "log_file" => layer.log_file = Some(string(name, value).map_err(at)?.into()),
             "syslog_socket" => layer.syslog_socket = Some(string(name, value).map_err(at)?.into()),
+            "journal_socket" => {
+                layer.journal_socket = Some(string(name, value).map_err(at)?.into())
+            }
             "timeout" => layer.timeout = Some(seconds(name, value).map_err(at)?),
             "retries" => {
                 let n = integer(name, value).map_err(at)?;
@@ -261,13 +272,14 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
     Ok(layer)
 }
 
-const KNOWN_KEYS: [&str; 7] = [
+const KNOWN_KEYS: [&str; 8] = [
     "lock_file",
     "timeout",
     "retries",
     "log_file",
     "verbose",
     "syslog_socket",
+    "journal_socket",
     "max_stdin",
 ];
 
@@ -346,6 +358,7 @@ fn env_layer(env: &dyn Fn(&str) -> Option<OsString>) -> (Layer, Vec<String>) {
         .filter(|p| !p.as_os_str().is_empty());
     layer.log_file = env("XTLOCK_LOG_FILE").map(PathBuf::from);
     layer.syslog_socket = env("XTLOCK_SYSLOG_SOCKET").map(PathBuf::from);
+    layer.journal_socket = env("XTLOCK_JOURNAL_SOCKET").map(PathBuf::from);
     (layer, warnings)
 }
 

@@ -3,8 +3,10 @@
 
 pub mod admin;
 pub mod call;
+pub mod classify;
 pub mod cli;
 pub mod config;
+pub mod getopt;
 pub mod lock;
 pub mod log;
 pub mod nesting;
@@ -15,20 +17,22 @@ pub mod restore;
 pub mod retry;
 pub mod run;
 pub mod signals;
+pub mod status;
+pub mod text;
 
-use call::{Call, Failure, exit};
+use call::Call;
 use config::Layer;
 use personality::Personality;
+use status::{Exit, Failure};
 use std::ffi::OsString;
 
-/// What std's start-up would have done that xtlock relies on (main.rs skips it):
-/// - SIGPIPE ignored, so writing to a closed pipe (the caller's stderr, a restore's
-///   stdin) is an error we handle, not our death; std still gives children the default.
+/// What std's start-up would have done that xtlock relies on (main.rs skips it), and
+/// the signal dispositions it needs (`signals::process_setup`):
 /// - fds 0, 1 and 2 open: if the caller closed one, /dev/null takes its place, so the
 ///   lock file never becomes "stderr".
 pub fn process_setup() {
+    signals::process_setup();
     unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         for fd in 0..=2 {
             if libc::fcntl(fd, libc::F_GETFD) == -1 {
                 let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
@@ -41,29 +45,31 @@ pub fn process_setup() {
     }
 }
 
-/// The whole program; the one place where a result becomes an exit status.
-pub fn main_with_args(args: Vec<OsString>) -> u8 {
+/// The whole program; the one place where a result becomes an exit.
+pub fn main_with_args(args: Vec<OsString>) -> Exit {
     let arg0 = args.first().cloned().unwrap_or_default();
     let result = match personality::personality(&arg0) {
         Personality::Shim(_) => run_call(Call::shim(arg0, args[1..].to_vec()), Layer::default()),
         Personality::Own => run_own(args),
     };
     match result {
-        Ok(code) => code,
+        Ok(exit) => exit,
         Err(failure) => {
-            eprintln!("xtlock: {}", failure.message);
-            failure.code
+            eprintln!("xtlock: {failure}");
+            Exit::Status(failure.exit_code())
         }
     }
 }
 
-fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
+fn run_own(args: Vec<OsString>) -> Result<Exit, Failure> {
     let cli = match cli::parse(args)? {
-        cli::Parsed::Done(code) => return Ok(code),
+        cli::Parsed::Done(code) => return Ok(Exit::Status(code)),
         cli::Parsed::Run(cli) => cli,
     };
-    match cli.action {
-        cli::Action::Run(program_and_args) => run_call(cli::to_call(program_and_args), cli.options),
+    let status = match cli.action {
+        cli::Action::Run(program_and_args) => {
+            return run_call(cli::to_call(program_and_args), cli.options);
+        }
         cli::Action::Install(options) => admin::install::install(&options),
         cli::Action::Uninstall(options) => admin::install::uninstall(&options),
         cli::Action::Divert(options) => admin::divert::install(&options),
@@ -72,25 +78,29 @@ fn run_own(args: Vec<OsString>) -> Result<u8, Failure> {
         cli::Action::Stats(mut options) => {
             if options.log_file.is_none() {
                 // The configured log file, if any; else journald.
-                let (config, _) = config::load(&config::Sources::process(), cli.options)
-                    .map_err(|problem| Failure::new(exit::OWN, problem))?;
+                let (config, _) =
+                    config::load(&config::Sources::process(), cli.options).map_err(Failure::Own)?;
                 options.log_file = config.log_file;
             }
             admin::stats::stats(&options)
         }
-        cli::Action::Nothing => Err(Failure::new(
-            exit::OWN,
-            "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...",
+        cli::Action::Nothing => Err(Failure::Own(
+            "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...".into(),
         )),
-    }
+    };
+    status.map(Exit::Status)
 }
 
-fn run_call(call: Call, options: Layer) -> Result<u8, Failure> {
-    let (config, warnings) = config::load(&config::Sources::process(), options)
-        .map_err(|problem| Failure::new(exit::OWN, problem))?;
-    let logger = log::Logger::new(config.syslog_socket.clone(), config.log_file.clone());
+fn run_call(call: Call, options: Layer) -> Result<Exit, Failure> {
+    let (config, warnings) =
+        config::load(&config::Sources::process(), options).map_err(Failure::Own)?;
+    let logger = log::Logger::new(
+        config.journal_socket.clone(),
+        config.syslog_socket.clone(),
+        config.log_file.clone(),
+    );
     for warning in warnings {
-        logger.log(log::Event::new(log::Severity::Warning, "config").field("problem", warning));
+        logger.log(&log::Event::new(log::Severity::Warning, "config").field("problem", warning));
     }
     call::run(&call, &config, &logger)
 }

@@ -89,12 +89,27 @@ pub struct LockFile {
     identity: (u64, u64),
 }
 
-/// Holding the lock; dropping it (or exiting) releases it.
+/// Holding the lock; `release` (or exiting) releases it.
 pub struct Held {
-    _file: File,
+    file: File,
     pub waited: Duration,
-    /// (device, inode) of the file locked, for the nesting marker.
-    pub identity: (u64, u64),
+}
+
+impl Held {
+    /// Release, once the nested calls that run under this lock have finished.
+    pub fn release(self) {
+        crate::nesting::wait_for_nested_calls(&self.file);
+        drop(self.file);
+    }
+}
+
+impl LockError {
+    /// The caller may not open the lock file (not root): it may still be allowed to run
+    /// the program (CAP_NET_ADMIN), or get the program's own error, as bare.
+    pub fn is_permission(&self) -> bool {
+        matches!(self, LockError::Open(_, e) | LockError::CreateDir(_, e)
+            if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)))
+    }
 }
 
 impl LockFile {
@@ -131,9 +146,27 @@ impl LockFile {
         })
     }
 
-    /// (device, inode) of the open file: what /proc/locks and the nesting marker name.
+    /// (device, inode) of the open file: what /proc names it by.
     pub fn identity(&self) -> (u64, u64) {
         self.identity
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Take the lock if it is free this instant.
+    pub fn try_acquire(self) -> Result<Result<Held, LockFile>, LockError> {
+        match self.file.try_lock() {
+            Ok(()) if self.still_at_path() => Ok(Ok(Held {
+                file: self.file,
+                waited: Duration::ZERO,
+            })),
+            // Locked a file that was replaced meanwhile: queue for the one at the path.
+            Ok(()) => LockFile::open(&self.path).map(Err),
+            Err(TryLockError::WouldBlock) => Ok(Err(self)),
+            Err(TryLockError::Error(e)) => Err(LockError::Lock(self.path.clone(), e)),
+        }
     }
 
     /// Take the lock, waiting at most `timeout`.
@@ -147,8 +180,7 @@ impl LockFile {
             // else will ever ask for: open the path again and lock that.
             if lock_file.still_at_path() {
                 return Ok(Held {
-                    identity: lock_file.identity,
-                    _file: lock_file.file,
+                    file: lock_file.file,
                     waited: start.elapsed(),
                 });
             }

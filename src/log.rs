@@ -1,27 +1,36 @@
-//! Where what went wrong is written: syslog (ident `xtlock`, so `journalctl -t xtlock`
-//! finds it) and an optional log file. One line per event, `key=value` pairs (logfmt),
-//! values quoted and escaped so that any stderr or argument fits on one line. A log
-//! target that fails is skipped: logging never fails the firewall command.
+//! Where what happened is written: journald's native socket (structured fields, so
+//! `journalctl -t xtlock XTLOCK_EVENT=gave-up` works), else syslog (`/dev/log`, ident
+//! `xtlock`), and an optional log file, one logfmt line per event.
+//!
+//! Logging must never stop or slow a firewall call: every write is non-blocking and
+//! bounded, a target that is not what it should be (a FIFO instead of a file, a socket
+//! whose reader stopped) is skipped, and callers log only after the lock is released.
 
-use std::cell::RefCell;
-use std::ffi::OsString;
+use crate::text::quote_value;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
 
 pub const DEFAULT_SYSLOG_SOCKET: &str = "/dev/log";
+pub const DEFAULT_JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+/// The most of one value (stderr, arguments) an event carries.
+pub const MAX_VALUE: usize = 4096;
+/// rsyslog's default maxMessageSize; journald takes this much on /dev/log too.
+const MAX_SYSLOG_DATAGRAM: usize = 8192;
+/// Well under journald's datagram limit (its socket buffer), without a memfd.
+const MAX_JOURNAL_DATAGRAM: usize = 64 << 10;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Severity {
-    Info,
-    Notice,
-    Warning,
     Error,
+    Warning,
+    Notice,
+    Info,
 }
 
 impl Severity {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
             Severity::Notice => "notice",
@@ -29,212 +38,194 @@ impl Severity {
             Severity::Error => "error",
         }
     }
+
+    /// syslog(3)'s level number, which journald's PRIORITY field uses too.
+    pub fn priority(self) -> u8 {
+        match self {
+            Severity::Error => 3,
+            Severity::Warning => 4,
+            Severity::Notice => 5,
+            Severity::Info => 6,
+        }
+    }
 }
 
-/// One log line under construction: `event=NAME key=value ...`.
+/// One event: a name and fields, rendered as logfmt for syslog and files, and as
+/// `XTLOCK_<KEY>` fields for the journal.
+#[derive(Debug, Clone)]
 pub struct Event {
-    severity: Severity,
-    line: Vec<u8>,
+    pub severity: Severity,
+    pub name: String,
+    pub fields: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Event {
     pub fn new(severity: Severity, name: &str) -> Event {
-        let mut event = Event {
+        Event {
             severity,
-            line: Vec::new(),
-        };
-        event.line.extend_from_slice(b"event=");
-        event.line.extend_from_slice(name.as_bytes());
-        event
+            name: name.to_string(),
+            fields: Vec::new(),
+        }
     }
 
-    pub fn field(mut self, key: &str, value: impl AsRef<[u8]>) -> Event {
-        self.line.push(b' ');
-        self.line.extend_from_slice(key.as_bytes());
-        self.line.push(b'=');
-        self.line
-            .extend_from_slice(quote_value(value.as_ref()).as_bytes());
+    /// Add a field; a value longer than MAX_VALUE is cut and marked.
+    pub fn field(mut self, key: &'static str, value: impl AsRef<[u8]>) -> Event {
+        let value = value.as_ref();
+        let value = match value.len() > MAX_VALUE {
+            true => [&value[..MAX_VALUE], b"...(truncated)"].concat(),
+            false => value.to_vec(),
+        };
+        self.fields.push((key, value));
         self
     }
 
-    /// Who called us: the parent's pid and command line.
-    pub fn caller(self) -> Event {
-        let ppid = std::os::unix::process::parent_id();
-        self.field("caller_pid", ppid.to_string())
-            .field("caller", crate::procinfo::describe(ppid))
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.as_slice())
     }
 
+    /// `event=NAME key=value ...`.
     pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.line).into_owned()
+        let mut line = format!("event={}", self.name);
+        for (key, value) in &self.fields {
+            line.push(' ');
+            line.push_str(key);
+            line.push('=');
+            line.push_str(&quote_value(value));
+        }
+        line
+    }
+
+    /// journald's native protocol (systemd's "Native Journal Protocol" document):
+    /// `KEY=value\n`, or for a value with a newline `KEY\n`, its length as 64-bit little
+    /// endian, the bytes, `\n`.
+    pub fn journal_datagram(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut put = |key: &str, value: &[u8]| {
+            out.extend_from_slice(key.as_bytes());
+            if value.contains(&b'\n') {
+                out.push(b'\n');
+                out.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            } else {
+                out.push(b'=');
+            }
+            out.extend_from_slice(value);
+            out.push(b'\n');
+        };
+        put("MESSAGE", self.text().as_bytes());
+        put("PRIORITY", self.severity.priority().to_string().as_bytes());
+        put("SYSLOG_IDENTIFIER", crate::personality::OWN_NAME.as_bytes());
+        put("SYSLOG_FACILITY", b"3");
+        put("XTLOCK_EVENT", self.name.as_bytes());
+        for (key, value) in &self.fields {
+            put(&format!("XTLOCK_{}", key.to_ascii_uppercase()), value);
+        }
+        out
     }
 }
 
-type SyslogWriter = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
-
 pub struct Logger {
+    journal_socket: Option<PathBuf>,
     syslog_socket: Option<PathBuf>,
     file: Option<PathBuf>,
-    // Connected on first use: most calls log nothing and should not pay for a socket.
-    syslog: RefCell<Option<SyslogWriter>>,
 }
 
 impl Logger {
-    pub fn new(syslog_socket: Option<PathBuf>, file: Option<PathBuf>) -> Logger {
+    pub fn new(
+        journal_socket: Option<PathBuf>,
+        syslog_socket: Option<PathBuf>,
+        file: Option<PathBuf>,
+    ) -> Logger {
         Logger {
+            journal_socket,
             syslog_socket,
             file,
-            syslog: RefCell::new(None),
         }
     }
 
-    pub fn log(&self, event: Event) {
-        let text = event.text();
-        self.to_syslog(event.severity, &text);
-        self.to_file(event.severity, &text);
-    }
-
-    fn to_syslog(&self, severity: Severity, text: &str) {
-        let Some(socket) = &self.syslog_socket else {
-            return;
-        };
-        let mut slot = self.syslog.borrow_mut();
-        if slot.is_none() {
-            let formatter = syslog::Formatter3164 {
-                facility: syslog::Facility::LOG_DAEMON,
-                hostname: None,
-                process: crate::personality::OWN_NAME.into(),
-                pid: std::process::id(),
-            };
-            *slot = syslog::unix_custom(formatter, socket).ok();
+    /// Write the event everywhere it goes; never blocks, never fails.
+    pub fn log(&self, event: &Event) {
+        let to_journal = self.journal_socket.as_deref().is_some_and(|socket| {
+            send(socket, &cut(event.journal_datagram(), MAX_JOURNAL_DATAGRAM))
+        });
+        if !to_journal && let Some(socket) = &self.syslog_socket {
+            send(socket, &syslog_datagram(event));
         }
-        let Some(writer) = slot.as_mut() else { return };
-        let _ = match severity {
-            Severity::Info => writer.info(text),
-            Severity::Notice => writer.notice(text),
-            Severity::Warning => writer.warning(text),
-            Severity::Error => writer.err(text),
-        };
+        if let Some(path) = &self.file {
+            append_line(path, event);
+        }
     }
+}
 
-    fn to_file(&self, severity: Severity, text: &str) {
-        let Some(path) = &self.file else { return };
-        let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
-        let line = format!(
-            "{now} xtlock[{}]: {}: {text}\n",
-            std::process::id(),
-            severity.name()
+fn cut(mut bytes: Vec<u8>, max: usize) -> Vec<u8> {
+    bytes.truncate(max);
+    bytes
+}
+
+/// One datagram, without waiting: a receiver that stopped reading loses it.
+fn send(socket: &Path, datagram: &[u8]) -> bool {
+    let Ok(sender) = UnixDatagram::unbound() else {
+        return false;
+    };
+    let _ = sender.set_nonblocking(true);
+    sender.send_to(datagram, socket).is_ok()
+}
+
+/// RFC 3164 as glibc's syslog(3) writes it to /dev/log: `<PRI>Mmm dd hh:mm:ss
+/// xtlock[PID]: MESSAGE`, facility daemon.
+fn syslog_datagram(event: &Event) -> Vec<u8> {
+    let pri = 3 * 8 + event.severity.priority();
+    let mut datagram = format!(
+        "<{pri}>{} {}[{}]: {}",
+        local_timestamp(),
+        crate::personality::OWN_NAME,
+        std::process::id(),
+        event.text()
+    )
+    .into_bytes();
+    datagram.truncate(MAX_SYSLOG_DATAGRAM);
+    datagram
+}
+
+fn local_timestamp() -> String {
+    unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        libc::localtime_r(&now, &mut tm);
+        let mut buf = [0u8; 32];
+        let n = libc::strftime(
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            c"%b %e %H:%M:%S".as_ptr(),
+            &tm,
         );
-        // O_APPEND and one write per line keep lines from concurrent calls whole.
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o640)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path);
-        if let Ok(mut file) = file {
-            let _ = file.write_all(line.as_bytes());
-        }
+        String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 }
 
-/// A logfmt value: bare when it is one plain word, else double-quoted with `\"`, `\\`,
-/// `\n`, `\t`, `\r`, `\xNN` for other control characters and for bytes that are not UTF-8.
-pub fn quote_value(value: &[u8]) -> String {
-    let plain = !value.is_empty()
-        && value
-            .iter()
-            .all(|&b| b.is_ascii_graphic() && !matches!(b, b'"' | b'=' | b'\\'));
-    if plain {
-        return String::from_utf8_lossy(value).into_owned();
+/// One line, appended with one write (O_APPEND keeps lines of concurrent calls whole),
+/// to a regular file only: O_NONBLOCK lets a FIFO planted there fail to open instead
+/// of hanging the call, and whatever else opens is checked and skipped.
+fn append_line(path: &Path, event: &Event) {
+    let now = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+    let line = format!(
+        "{now} xtlock[{}]: {}: {}\n",
+        std::process::id(),
+        event.severity.name(),
+        event.text()
+    );
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let Ok(mut file) = file else { return };
+    if file.metadata().is_ok_and(|m| m.is_file() && m.nlink() > 0) {
+        let _ = file.write_all(line.as_bytes());
     }
-    format!("\"{}\"", escape(value))
-}
-
-/// Escape control characters and invalid UTF-8 so bytes from outside fit on one line.
-pub fn escape(value: &[u8]) -> String {
-    let mut out = String::with_capacity(value.len());
-    for chunk in value.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '"' => out.push_str("\\\""),
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\t' => out.push_str("\\t"),
-                '\r' => out.push_str("\\r"),
-                c if c.is_control() => {
-                    for b in c.to_string().bytes() {
-                        out.push_str(&format!("\\x{b:02x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// A command line as a shell would need it typed, for logs and messages.
-pub fn shell_join(args: &[OsString]) -> String {
-    let bytes = shell_join_bytes(args);
-    String::from_utf8(bytes).unwrap_or_else(|e| escape(e.as_bytes()))
-}
-
-pub fn shell_join_bytes(args: &[OsString]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            out.push(b' ');
-        }
-        match shlex::bytes::try_quote(arg.as_bytes()) {
-            Ok(quoted) => out.extend_from_slice(&quoted),
-            Err(_) => out.extend_from_slice(arg.as_bytes()),
-        }
-    }
-    out
-}
-
-/// Parse one logfmt line back into pairs (for `xtlock stats` and the tests).
-pub fn parse_fields(line: &str) -> Vec<(String, String)> {
-    let mut fields = Vec::new();
-    let mut rest = line.trim_start();
-    while let Some(eq) = rest.find('=') {
-        let key = rest[..eq].rsplit(' ').next().unwrap_or("").to_string();
-        let after = &rest[eq + 1..];
-        let (value, tail) = if let Some(quoted) = after.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let mut end = quoted.len();
-            while let Some((i, c)) = chars.next() {
-                match c {
-                    '"' => {
-                        end = i + 1;
-                        break;
-                    }
-                    '\\' => match chars.next().map(|(_, c)| c) {
-                        Some('n') => value.push('\n'),
-                        Some('t') => value.push('\t'),
-                        Some('r') => value.push('\r'),
-                        Some(other) => {
-                            value.push('\\');
-                            value.push(other);
-                        }
-                        None => {}
-                    },
-                    c => value.push(c),
-                }
-            }
-            (value, &quoted[end.min(quoted.len())..])
-        } else {
-            let end = after.find(' ').unwrap_or(after.len());
-            (after[..end].to_string(), &after[end..])
-        };
-        fields.push((key, value));
-        rest = tail.trim_start();
-    }
-    fields
 }
 
 #[cfg(test)]
@@ -242,69 +233,47 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quoting_table() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"iptables", "iptables"),
-            (b"", "\"\""),
-            (b"-A INPUT", "\"-A INPUT\""),
-            (b"a=b", "\"a=b\""),
-            (b"say \"hi\"", "\"say \\\"hi\\\"\""),
-            (b"line1\nline2\n", "\"line1\\nline2\\n\""),
-            (b"\x1b[31mred", "\"\\x1b[31mred\""),
-            (b"bad \xff\xfe utf8", "\"bad \\xff\\xfe utf8\""),
-            ("caf\u{e9}".as_bytes(), "\"caf\u{e9}\""),
-            (b"back\\slash", "\"back\\\\slash\""),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(quote_value(raw), *want, "{raw:?}");
-        }
+    fn long_values_are_cut() {
+        let event = Event::new(Severity::Info, "x").field("stderr", vec![b'a'; MAX_VALUE * 3]);
+        let value = event.get("stderr").unwrap();
+        assert_eq!(value.len(), MAX_VALUE + b"...(truncated)".len());
+        assert!(value.ends_with(b"...(truncated)"));
     }
 
     #[test]
-    fn event_round_trips() {
+    fn journal_fields() {
         let event = Event::new(Severity::Warning, "retry")
             .field("prog", "iptables")
-            .field("args", "-A INPUT -m comment --comment 'a b'")
-            .field("stderr", b"iptables: Resource temporarily unavailable.\n");
-        let fields = parse_fields(&event.text());
-        let get = |k: &str| {
-            fields
-                .iter()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
-        };
-        assert_eq!(get("event"), Some("retry"));
-        assert_eq!(get("args"), Some("-A INPUT -m comment --comment 'a b'"));
-        assert_eq!(
-            get("stderr"),
-            Some("iptables: Resource temporarily unavailable.\n")
-        );
-        assert!(!event.text().contains('\n'));
-    }
-
-    #[test]
-    fn shell_join_quotes() {
-        let args: Vec<OsString> = ["-A", "INPUT", "a b", "", "it's"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        assert_eq!(shell_join(&args), "-A INPUT 'a b' '' \"it's\"");
+            .field("stderr", "line one\nline two\n");
+        let datagram = event.journal_datagram();
+        let text = String::from_utf8_lossy(&datagram);
+        assert!(text.contains("PRIORITY=4\n"), "{text}");
+        assert!(text.contains("SYSLOG_IDENTIFIER=xtlock\n"));
+        assert!(text.contains("XTLOCK_EVENT=retry\n"));
+        assert!(text.contains("XTLOCK_PROG=iptables\n"));
+        let binary = [
+            b"XTLOCK_STDERR\n".as_slice(),
+            &18u64.to_le_bytes(),
+            b"line one\nline two\n\n",
+        ]
+        .concat();
+        assert!(datagram.windows(binary.len()).any(|w| w == binary));
     }
 
     #[test]
     fn syslog_to_a_bound_socket() {
         let dir = tempfile::tempdir().unwrap();
         let socket_path = dir.path().join("log.sock");
-        let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
-        let logger = Logger::new(Some(socket_path), None);
-        logger.log(Event::new(Severity::Warning, "test").field("k", "v w"));
+        let socket = UnixDatagram::bind(&socket_path).unwrap();
+        let logger = Logger::new(None, Some(socket_path), None);
+        logger.log(&Event::new(Severity::Warning, "test").field("k", "v w"));
         let mut buf = [0u8; 4096];
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
             .unwrap();
         let n = socket.recv(&mut buf).unwrap();
         let got = String::from_utf8_lossy(&buf[..n]);
-        assert!(got.starts_with('<'), "{got}");
+        assert!(got.starts_with("<28>"), "{got}");
         assert!(
             got.contains(&format!(
                 "xtlock[{}]: event=test k=\"v w\"",
@@ -315,11 +284,35 @@ mod tests {
     }
 
     #[test]
-    fn dead_targets_are_harmless() {
-        let logger = Logger::new(
-            Some("/nonexistent/log.sock".into()),
-            Some("/nonexistent/dir/x.log".into()),
-        );
-        logger.log(Event::new(Severity::Error, "test"));
+    fn a_receiver_that_stopped_reading_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket_path = dir.path().join("log.sock");
+        let _never_read = UnixDatagram::bind(&socket_path).unwrap();
+        let logger = Logger::new(None, Some(socket_path), None);
+        let big = Event::new(Severity::Error, "x").field("stderr", vec![b'e'; MAX_VALUE]);
+        // Far more than the socket queue holds; each send must give up, not wait.
+        for _ in 0..2000 {
+            logger.log(&big);
+        }
+    }
+
+    #[test]
+    fn dead_and_wrong_targets_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for file in [
+            fifo,
+            "/nonexistent/dir/x.log".into(),
+            dir.path().to_path_buf(),
+        ] {
+            let logger = Logger::new(
+                Some("/nonexistent/journal".into()),
+                Some("/nonexistent/log.sock".into()),
+                Some(file),
+            );
+            logger.log(&Event::new(Severity::Error, "test"));
+        }
     }
 }

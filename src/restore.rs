@@ -1,95 +1,303 @@
-//! What xtlock needs to know about `*-restore` calls: whether the input is read from
-//! stdin (so it must be buffered to be replayed), whether `--noflush` makes a replay
-//! unsafe, and which input line a "line N failed" message points at.
+//! What xtlock must know about a `*-restore` call before it runs: the options as the
+//! program's own getopt_long reads them (iptables 1.8.9 iptables-restore.c for legacy,
+//! xtables-restore.c for nft and ebtables), whether its input is stdin or a file, and
+//! which input line a "line N failed" message points at.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use crate::getopt::{HasArg, Item, LongOpt, Parser, long};
+use crate::status::Failure;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read};
+use std::os::unix::fs::OpenOptionsExt;
 
-pub fn is_restore_program(name: &OsStr) -> bool {
-    name.as_bytes().ends_with(b"-restore")
+/// Which program's option rules apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// iptables-legacy-restore, ip6tables-legacy-restore.
+    Legacy,
+    /// iptables-nft-restore, ip6tables-nft-restore, arptables-nft-restore.
+    Nft,
+    /// ebtables-restore (nft): only -n and -v, always stdin.
+    Ebtables,
 }
 
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct RestoreArgs {
-    /// `-n`/`--noflush`: tables are amended, not rewritten, so a replay could add twice.
-    pub noflush: bool,
-    /// `-t`/`--test`: nothing is committed at all.
-    pub test_only: bool,
-    /// The rules file, when given instead of stdin.
-    pub input_file: Option<PathBuf>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    /// The one operand, opened by the program with fopen.
+    File(OsString),
 }
 
-/// Parse as iptables-restore's getopt does: short flags may be bundled (`-nv`),
-/// -T/-M/-W take a value, -w takes an optional one (attached, or a following number).
-pub fn parse_args(args: &[OsString]) -> RestoreArgs {
-    let mut parsed = RestoreArgs::default();
-    let mut iter = args.iter().peekable();
-    while let Some(arg) = iter.next() {
-        let bytes = arg.as_bytes();
-        let takes_next = match bytes {
-            b"--" => {
-                parsed.input_file = iter.next().map(PathBuf::from);
-                break;
-            }
-            b"--noflush" => {
-                parsed.noflush = true;
-                false
-            }
-            b"--test" => {
-                parsed.test_only = true;
-                false
-            }
-            b"--table" | b"--modprobe" | b"--wait-interval" => true,
-            b"--wait" => {
-                skip_number(&mut iter);
-                false
-            }
-            [b'-', b'-', ..] => false,
-            [b'-', flags @ ..] if !flags.is_empty() => parse_short(flags, &mut parsed, &mut iter),
-            _ => {
-                parsed.input_file = Some(PathBuf::from(arg));
-                false
-            }
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreArgs {
+    /// The program will restore.
+    Apply {
+        /// `-n`/`--noflush`: tables are amended, not rewritten, so a replay could add twice.
+        noflush: bool,
+        /// `-t`/`--test`: nothing is committed at all.
+        test_only: bool,
+        table: Option<OsString>,
+        input: Input,
+    },
+    /// `-h` or `-V`: the program prints and exits before it reads anything.
+    HelpOrVersion,
+    /// The program refuses this argv (usage error) before it reads anything.
+    Rejected,
+}
+
+const LEGACY_SHORTS: &str = "bcvVthnwWM:T:";
+const NFT_SHORTS: &str = "bcvVthnM:T:wW";
+const LEGACY_LONGS: &[LongOpt] = &[
+    long("counters", HasArg::No, b'c'),
+    long("verbose", HasArg::No, b'v'),
+    long("version", HasArg::No, b'V'),
+    long("test", HasArg::No, b't'),
+    long("help", HasArg::No, b'h'),
+    long("noflush", HasArg::No, b'n'),
+    long("modprobe", HasArg::Required, b'M'),
+    long("table", HasArg::Required, b'T'),
+    long("wait", HasArg::Optional, b'w'),
+    long("wait-interval", HasArg::Optional, b'W'),
+];
+const NFT_LONGS: &[LongOpt] = &[
+    long("counters", HasArg::No, b'c'),
+    long("verbose", HasArg::No, b'v'),
+    long("version", HasArg::No, b'V'),
+    long("test", HasArg::No, b't'),
+    long("help", HasArg::No, b'h'),
+    long("noflush", HasArg::No, b'n'),
+    long("modprobe", HasArg::Required, b'M'),
+    long("table", HasArg::Required, b'T'),
+    // Listed, but their vals '4' and '6' fall to the switch's default: usage error.
+    long("ipv4", HasArg::No, b'4'),
+    long("ipv6", HasArg::No, b'6'),
+    long("wait", HasArg::Optional, b'w'),
+    long("wait-interval", HasArg::Optional, b'W'),
+];
+const EBTABLES_LONGS: &[LongOpt] = &[
+    long("noflush", HasArg::No, b'n'),
+    long("verbose", HasArg::No, b'v'),
+];
+
+/// Parse `args` (without argv[0]) exactly as the program's option loop does.
+pub fn parse_args(flavor: Flavor, args: &[OsString], posixly_correct: bool) -> RestoreArgs {
+    let (shorts, longs) = match flavor {
+        Flavor::Legacy => (LEGACY_SHORTS, LEGACY_LONGS),
+        Flavor::Nft => (NFT_SHORTS, NFT_LONGS),
+        Flavor::Ebtables => ("nv", EBTABLES_LONGS),
+    };
+    let mut parser = Parser::new(args, shorts, longs, posixly_correct);
+    let (mut noflush, mut test_only, mut table) = (false, false, None);
+    while let Some(item) = parser.next_item() {
+        let Ok(Item::Opt(val, optarg)) = item else {
+            return RestoreArgs::Rejected;
         };
-        if takes_next {
-            iter.next();
-        }
-    }
-    parsed
-}
-
-/// Returns whether the next argument is this option's value.
-fn parse_short<'a>(
-    flags: &[u8],
-    parsed: &mut RestoreArgs,
-    iter: &mut std::iter::Peekable<impl Iterator<Item = &'a OsString>>,
-) -> bool {
-    for (i, flag) in flags.iter().enumerate() {
-        let attached = i + 1 < flags.len();
-        match flag {
-            b'n' => parsed.noflush = true,
-            b't' => parsed.test_only = true,
-            b'T' | b'M' | b'W' => return !attached,
-            b'w' => {
-                if !attached {
-                    skip_number(iter);
-                }
-                return false;
+        let ok = match (flavor, val) {
+            (_, b'n') => {
+                noflush = true;
+                true
             }
-            _ => {}
+            (Flavor::Ebtables, b'v') => true,
+            (Flavor::Ebtables, _) => false,
+            (_, b'h' | b'V') => return RestoreArgs::HelpOrVersion,
+            (_, b'b' | b'c' | b'v' | b'M') => true,
+            (_, b't') => {
+                test_only = true;
+                true
+            }
+            (_, b'T') => {
+                table = optarg;
+                true
+            }
+            // parse_wait_time: the value, attached or the next word, must scan as %i.
+            (Flavor::Legacy, b'w') => match optarg.or_else(|| parser.take_word_argument()) {
+                Some(value) => scan_int(value.as_encoded_bytes()).is_some(),
+                None => true,
+            },
+            // parse_wait_interval: a value is required and must scan as %u, <= 999999.
+            (Flavor::Legacy, b'W') => optarg
+                .or_else(|| parser.take_word_argument())
+                .and_then(|value| scan_unsigned(value.as_encoded_bytes()))
+                .is_some_and(|usec| usec <= 999_999),
+            // Ignored by nft, which skips the next word unless it looks like an option.
+            (Flavor::Nft, b'w' | b'W') => {
+                if optarg.is_none() {
+                    parser.take_word_argument();
+                }
+                true
+            }
+            _ => false,
+        };
+        if !ok {
+            return RestoreArgs::Rejected;
         }
     }
-    false
+    let mut operands = parser.operands();
+    let input = match (flavor, operands.len()) {
+        // ebtables-restore has no file operand: whatever is left over is ignored.
+        (Flavor::Ebtables, _) | (_, 0) => Input::Stdin,
+        (_, 1) => Input::File(operands.remove(0)),
+        _ => return RestoreArgs::Rejected,
+    };
+    RestoreArgs::Apply {
+        noflush,
+        test_only,
+        table,
+        input,
+    }
 }
 
-fn skip_number<'a>(iter: &mut std::iter::Peekable<impl Iterator<Item = &'a OsString>>) {
-    if iter
-        .peek()
-        .is_some_and(|a| !a.is_empty() && a.as_bytes().iter().all(u8::is_ascii_digit))
-    {
-        iter.next();
+/// A restore's input, made ready before the lock is taken (a caller may be slow to
+/// write it, and that time is not lock wait).
+#[derive(Debug)]
+pub enum Prepared {
+    /// stdin, read into memory: every attempt gets exactly these bytes.
+    Buffered(Vec<u8>),
+    /// A regular file that the program opens itself; what it held, for the classifier.
+    RegularFile(Vec<u8>),
+    /// The program reads its input itself, once; a failure is final, for this reason.
+    Direct(&'static str),
+}
+
+impl Prepared {
+    /// The bytes a replay would give again, or why there is no replay.
+    pub fn replay(&self) -> Result<&[u8], &'static str> {
+        match self {
+            Prepared::Buffered(bytes) | Prepared::RegularFile(bytes) => Ok(bytes),
+            Prepared::Direct(why) => Err(why),
+        }
     }
+}
+
+/// Only a full restore may be replayed, so only a full restore's input is held back;
+/// everything else reads its input as it would bare (a `--noflush` restore fed COMMIT
+/// by COMMIT from a coprocess keeps working). A pipe, FIFO, terminal or socket given
+/// as the file is never opened by xtlock: opening a FIFO would release its writer.
+pub fn prepare(args: Option<&RestoreArgs>, max_stdin: u64) -> Result<Prepared, Failure> {
+    let input = match args {
+        None => return Ok(Prepared::Direct("the options cannot be known for sure")),
+        Some(RestoreArgs::Apply { noflush: true, .. }) => {
+            return Ok(Prepared::Direct("--noflush: the commit may have applied"));
+        }
+        Some(RestoreArgs::Apply {
+            test_only: true, ..
+        }) => {
+            return Ok(Prepared::Direct("--test commits nothing"));
+        }
+        Some(RestoreArgs::Apply { input, .. }) => input,
+        Some(RestoreArgs::HelpOrVersion | RestoreArgs::Rejected) => {
+            return Ok(Prepared::Direct("the program reads no input"));
+        }
+    };
+    match input {
+        Input::Stdin if std::io::stdin().is_terminal() => Ok(Prepared::Direct(
+            "the input is a terminal and cannot be replayed",
+        )),
+        Input::Stdin => read_stdin(max_stdin).map(Prepared::Buffered),
+        Input::File(path) => Ok(read_regular_file(path.as_ref(), max_stdin).map_or(
+            Prepared::Direct("the input is not a regular file and cannot be replayed"),
+            Prepared::RegularFile,
+        )),
+    }
+}
+
+fn read_stdin(limit: u64) -> Result<Vec<u8>, Failure> {
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| {
+            Failure::Own(format!(
+                "cannot read standard input: {}",
+                crate::lock::errno_text(&e)
+            ))
+        })?;
+    if bytes.len() as u64 > limit {
+        return Err(Failure::Own(format!(
+            "standard input is larger than {limit} bytes (max_stdin); nothing was run"
+        )));
+    }
+    Ok(bytes)
+}
+
+fn read_regular_file(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
+    if !std::fs::metadata(path).ok()?.is_file() {
+        return None;
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None; // replaced since the stat
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .ok()?;
+    (bytes.len() as u64 <= limit).then_some(bytes)
+}
+
+/// sscanf("%i") into an int: leading space, a sign, then hex (0x), octal (0) or decimal.
+/// Some(value) when at least one digit converted (wrapping as glibc stores it).
+pub fn scan_int(text: &[u8]) -> Option<i32> {
+    let (negative, digits) = sign(text);
+    let (radix, digits) = match digits {
+        [b'0', b'x' | b'X', rest @ ..] if rest.first().is_some_and(u8::is_ascii_hexdigit) => {
+            (16, rest)
+        }
+        [b'0', ..] => (8, digits),
+        _ => (10, digits),
+    };
+    let value = scan_digits(digits, radix)?;
+    let value = if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    };
+    Some(value as i32)
+}
+
+/// sscanf("%u") into an unsigned int: strtoul's value, truncated to 32 bits.
+pub fn scan_unsigned(text: &[u8]) -> Option<u32> {
+    let (negative, digits) = sign(text);
+    let value = scan_digits(digits, 10)?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    } as u32)
+}
+
+fn sign(text: &[u8]) -> (bool, &[u8]) {
+    let start = text
+        .iter()
+        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+        .unwrap_or(text.len());
+    match &text[start..] {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        rest => (false, rest),
+    }
+}
+
+/// Leading digits of `radix`, saturating at u64::MAX as strtoul does.
+fn scan_digits(digits: &[u8], radix: u32) -> Option<u64> {
+    let count = digits
+        .iter()
+        .take_while(|b| (**b as char).is_digit(radix))
+        .count();
+    if count == 0 {
+        return None;
+    }
+    let value = digits[..count].iter().fold(0u64, |acc, &b| {
+        let digit = (b as char).to_digit(radix).unwrap_or(0) as u64;
+        acc.checked_mul(radix as u64)
+            .and_then(|v| v.checked_add(digit))
+            .unwrap_or(u64::MAX)
+    });
+    Some(value)
 }
 
 /// The N of a `...-restore: line N failed` line, if stderr has one.
@@ -104,54 +312,122 @@ pub fn failed_line(stderr: &[u8]) -> Option<usize> {
     })
 }
 
-/// Is line `n` (1-based) of the input a COMMIT?
+/// Is line `n` (1-based) of the input a COMMIT as iptables reads one? Legacy compares
+/// the whole line with "COMMIT\n" (iptables-restore.c, strcmp); nft also takes a final
+/// "COMMIT" with no newline. Nothing else: `COMMIT ` fails in iptables every time.
 pub fn line_is_commit(input: &[u8], n: usize) -> bool {
-    n >= 1
-        && input
-            .split(|&b| b == b'\n')
-            .nth(n - 1)
-            .is_some_and(|l| l.trim_ascii() == b"COMMIT")
+    if n == 0 {
+        return false;
+    }
+    let mut lines = input.split_inclusive(|&b| b == b'\n');
+    matches!(lines.nth(n - 1), Some(b"COMMIT\n" | b"COMMIT"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<OsString> {
-        list.iter().map(OsString::from).collect()
+    fn apply(
+        noflush: bool,
+        test_only: bool,
+        table: Option<&str>,
+        file: Option<&str>,
+    ) -> RestoreArgs {
+        RestoreArgs::Apply {
+            noflush,
+            test_only,
+            table: table.map(OsString::from),
+            input: file.map_or(Input::Stdin, |f| Input::File(f.into())),
+        }
+    }
+
+    fn parse(flavor: Flavor, list: &[&str]) -> RestoreArgs {
+        let args: Vec<OsString> = list.iter().map(OsString::from).collect();
+        parse_args(flavor, &args, false)
     }
 
     #[test]
-    fn args_table() {
-        let file = |f: &str| Some(PathBuf::from(f));
-        let cases: Vec<(&[&str], bool, Option<PathBuf>)> = vec![
-            (&[], false, None),
-            (&["-n"], true, None),
-            (&["--noflush"], true, None),
-            (&["-vn"], true, None),
-            (&["-c", "-n", "rules.v4"], true, file("rules.v4")),
-            (&["rules.v4"], false, file("rules.v4")),
-            (&["-T", "nat"], false, None),
-            (&["-Tnat"], false, None), // the n of "nat" is a value, not --noflush
-            (&["-T", "n"], false, None),
-            (&["-w", "5", "rules"], false, file("rules")),
-            (&["-w", "rules"], false, file("rules")),
-            (&["-w5"], false, None),
-            (&["--wait", "5"], false, None),
-            (&["-W", "100000", "-n"], true, None),
-            (&["-M", "/sbin/modprobe"], false, None),
-            (&["--", "-odd-name"], false, file("-odd-name")),
+    fn legacy_table() {
+        use RestoreArgs::{HelpOrVersion, Rejected};
+        let cases: Vec<(&[&str], RestoreArgs)> = vec![
+            (&[], apply(false, false, None, None)),
+            (&["-n"], apply(true, false, None, None)),
+            (&["--noflush"], apply(true, false, None, None)),
+            (&["--nof"], apply(true, false, None, None)),
+            (&["--noflu"], apply(true, false, None, None)),
+            (&["-wn"], apply(true, false, None, None)),
+            (&["-cwn"], apply(true, false, None, None)),
+            (&["-vn"], apply(true, false, None, None)),
+            (
+                &["-c", "-n", "rules.v4"],
+                apply(true, false, None, Some("rules.v4")),
+            ),
+            (
+                &["rules.v4", "-n"],
+                apply(true, false, None, Some("rules.v4")),
+            ),
+            (&["rules.v4"], apply(false, false, None, Some("rules.v4"))),
+            (&["-T", "nat"], apply(false, false, Some("nat"), None)),
+            (&["--tab", "nat"], apply(false, false, Some("nat"), None)),
+            (&["-Tnat"], apply(false, false, Some("nat"), None)),
+            (
+                &["-w", "5", "rules"],
+                apply(false, false, None, Some("rules")),
+            ),
+            (&["-w", "0x5"], apply(false, false, None, None)),
+            (&["-w", "-n"], apply(true, false, None, None)),
+            (&["--wait=5", "f"], apply(false, false, None, Some("f"))),
+            (&["-W", "100000", "-n"], apply(true, false, None, None)),
+            (&["--test"], apply(false, true, None, None)),
+            (&["-tv"], apply(false, true, None, None)),
+            (
+                &["--", "-odd-name"],
+                apply(false, false, None, Some("-odd-name")),
+            ),
+            // Refused before any input is read.
+            (&["-w", "rules"], Rejected),
+            (&["-w5"], Rejected),
+            (&["-W"], Rejected),
+            (&["-W", "1000000"], Rejected),
+            (&["--wa"], Rejected),
+            (&["a", "b"], Rejected),
+            (&["--ipv4"], Rejected),
+            (&["-x"], Rejected),
+            (&["-h", "-n"], HelpOrVersion),
+            (&["--vers"], HelpOrVersion),
         ];
-        for (list, noflush, input_file) in cases {
-            let got = parse_args(&args(list));
-            assert_eq!(
-                (got.noflush, got.input_file),
-                (noflush, input_file),
-                "{list:?}"
-            );
+        for (list, want) in cases {
+            assert_eq!(parse(Flavor::Legacy, list), want, "{list:?}");
         }
-        assert!(parse_args(&args(&["--test"])).test_only);
-        assert!(parse_args(&args(&["-tv"])).test_only);
+    }
+
+    #[test]
+    fn nft_and_ebtables_differ() {
+        // nft ignores -w and skips the word after it: the file name is swallowed.
+        assert_eq!(
+            parse(Flavor::Nft, &["-w", "rules"]),
+            apply(false, false, None, None)
+        );
+        assert_eq!(parse(Flavor::Nft, &["--ipv4"]), RestoreArgs::Rejected);
+        assert_eq!(parse(Flavor::Nft, &["-wn"]), apply(true, false, None, None));
+        assert_eq!(
+            parse(Flavor::Ebtables, &["-n", "file"]),
+            apply(true, false, None, None)
+        );
+        assert_eq!(parse(Flavor::Ebtables, &["-t"]), RestoreArgs::Rejected);
+    }
+
+    #[test]
+    fn scans_like_sscanf() {
+        assert_eq!(scan_int(b"5"), Some(5));
+        assert_eq!(scan_int(b" 0x1f"), Some(31));
+        assert_eq!(scan_int(b"010"), Some(8));
+        assert_eq!(scan_int(b"-3x"), Some(-3));
+        assert_eq!(scan_int(b"rules"), None);
+        assert_eq!(scan_int(b""), None);
+        assert_eq!(scan_unsigned(b"100"), Some(100));
+        assert_eq!(scan_unsigned(b"-1"), Some(u32::MAX));
+        assert_eq!(scan_unsigned(b"4294967296"), Some(0));
     }
 
     #[test]
@@ -174,20 +450,9 @@ mod tests {
         assert!(!line_is_commit(input, 3));
         assert!(!line_is_commit(input, 0));
         assert!(!line_is_commit(input, 99));
-        assert!(line_is_commit(b"COMMIT \r\n", 1));
-    }
-
-    #[test]
-    fn restore_names() {
-        for name in [
-            "iptables-restore",
-            "ip6tables-legacy-restore",
-            "iptables-nft-restore",
-        ] {
-            assert!(is_restore_program(OsStr::new(name)));
-        }
-        for name in ["iptables", "iptables-save", "iptables-restore-translate"] {
-            assert!(!is_restore_program(OsStr::new(name)));
-        }
+        assert!(line_is_commit(b"*filter\nCOMMIT", 2));
+        assert!(!line_is_commit(b"COMMIT \n", 1));
+        assert!(!line_is_commit(b"COMMIT\r\n", 1));
+        assert!(!line_is_commit(b" COMMIT\n", 1));
     }
 }

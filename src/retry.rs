@@ -20,9 +20,11 @@ pub enum Verdict {
 /// What a `*-restore` call looked like, for the restore-only rules.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreCall<'a> {
+    /// `--noflush` (and not `--test`): tables are amended, a replay could add twice.
     pub noflush: bool,
-    /// The rules text, when xtlock has it (buffered stdin or the named file).
-    pub input: Option<&'a [u8]>,
+    /// The rules text when the same bytes can be given again (buffered stdin, or a
+    /// regular file), else why not.
+    pub input: Result<&'a [u8], &'static str>,
 }
 
 /// `exit_code` is None when the program died by a signal.
@@ -44,32 +46,62 @@ pub fn classify(exit_code: Option<i32>, stderr: &[u8], restore: Option<RestoreCa
 
 /// A restore takes the lock and commits table by table, so even a lock failure can come
 /// after an earlier table was committed: only a full restore (each table rewritten
-/// whole) may be replayed.
+/// whole) may be replayed, and only with the very same input.
 fn classify_restore(
     code: i32,
     transient: Option<&'static str>,
     stderr: &[u8],
     call: RestoreCall,
 ) -> Verdict {
-    let commit_failed = (code == 1)
+    let failed_line = (code == 1)
         .then(|| crate::restore::failed_line(stderr))
-        .flatten()
-        .map(|n| {
-            call.input
-                .map(|input| crate::restore::line_is_commit(input, n))
-        });
-    let reason = match (transient, commit_failed) {
+        .flatten();
+    let reason = match (transient, failed_line) {
         (Some(reason), _) => reason,
-        (None, Some(Some(true))) => "a COMMIT failed (the table changed under it)",
-        (None, Some(None)) => {
-            return Verdict::Unsafe("a COMMIT may have failed, but the input is not known");
-        }
+        // Which line failed says nothing of why: only that a replay rewrites it whole.
+        (None, Some(_)) => "a COMMIT failed; a full restore is safe to replay",
         _ => return Verdict::Final,
     };
     if call.noflush {
-        Verdict::Unsafe("--noflush: the commit may have applied")
-    } else {
-        Verdict::Retry(reason)
+        return Verdict::Unsafe("--noflush: the commit may have applied");
+    }
+    let input = match call.input {
+        Ok(input) => input,
+        Err(why) => return Verdict::Unsafe(why),
+    };
+    match (transient, failed_line) {
+        (None, Some(n)) if !crate::restore::line_is_commit(input, n) => Verdict::Final,
+        _ => Verdict::Retry(reason),
+    }
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The attempt's outcome is the call's.
+    Stop,
+    /// Run again after the delay.
+    Retry,
+    /// Transient, but no attempt, time or patience is left.
+    GiveUp(&'static str),
+}
+
+/// Retry only a transient failure, while attempts and time are left and no signal came.
+pub fn next_step(
+    verdict: Verdict,
+    attempt_no: u32,
+    max_attempts: u32,
+    delay_fits: bool,
+    signalled: bool,
+    stderr_passed: bool,
+) -> Step {
+    match verdict {
+        Verdict::Final | Verdict::Unsafe(_) => Step::Stop,
+        Verdict::Retry(_) if signalled => Step::GiveUp("interrupted by a signal"),
+        Verdict::Retry(_) if stderr_passed => Step::GiveUp("its stderr already reached the caller"),
+        Verdict::Retry(_) if attempt_no >= max_attempts => Step::GiveUp("no attempts left"),
+        Verdict::Retry(_) if !delay_fits => Step::GiveUp("timeout reached"),
+        Verdict::Retry(_) => Step::Retry,
     }
 }
 
@@ -150,15 +182,15 @@ mod tests {
         let input: &[u8] = b"*filter\n-A INPUT -j ACCEPT\nCOMMIT\n";
         let full = RestoreCall {
             noflush: false,
-            input: Some(input),
+            input: Ok(input),
         };
         let noflush = RestoreCall {
             noflush: true,
-            input: Some(input),
+            input: Ok(input),
         };
         let unknown = RestoreCall {
             noflush: false,
-            input: None,
+            input: Err("the input cannot be replayed"),
         };
         let failed_commit = b"iptables-restore: line 3 failed\n";
         let failed_rule = b"iptables-restore: line 2 failed\n";
@@ -179,6 +211,69 @@ mod tests {
         ));
         assert_eq!(classify(Some(2), failed_commit, Some(full)), Verdict::Final);
         assert_eq!(classify(Some(0), failed_commit, Some(full)), Verdict::Final);
+        assert!(matches!(
+            classify(Some(4), LOCK_BUSY, Some(unknown)),
+            Verdict::Unsafe("the input cannot be replayed")
+        ));
+        // `COMMIT ` is not a COMMIT to iptables: it fails the same way every time.
+        let spaced = RestoreCall {
+            noflush: false,
+            input: Ok(b"*filter\n-A INPUT -j ACCEPT\nCOMMIT \n"),
+        };
+        assert_eq!(
+            classify(Some(1), failed_commit, Some(spaced)),
+            Verdict::Final
+        );
+    }
+
+    #[test]
+    fn steps() {
+        let retry = Verdict::Retry("x");
+        let cases = [
+            (Verdict::Final, 1, true, false, false, Step::Stop),
+            (Verdict::Unsafe("x"), 1, true, false, false, Step::Stop),
+            (retry, 1, true, false, false, Step::Retry),
+            (retry, 4, true, false, false, Step::Retry),
+            (
+                retry,
+                5,
+                true,
+                false,
+                false,
+                Step::GiveUp("no attempts left"),
+            ),
+            (
+                retry,
+                1,
+                false,
+                false,
+                false,
+                Step::GiveUp("timeout reached"),
+            ),
+            (
+                retry,
+                1,
+                true,
+                true,
+                false,
+                Step::GiveUp("interrupted by a signal"),
+            ),
+            (
+                retry,
+                1,
+                true,
+                false,
+                true,
+                Step::GiveUp("its stderr already reached the caller"),
+            ),
+        ];
+        for (verdict, attempt, fits, signalled, passed, want) in cases {
+            assert_eq!(
+                next_step(verdict, attempt, 5, fits, signalled, passed),
+                want,
+                "{verdict:?} {attempt}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@
 //! the link it was reached through (`resolve::diverted_real`), never from PATH.
 
 use super::is_xtlock_link;
-use crate::call::{Failure, exit};
 use crate::resolve::{Candidate, DIVERT_SUFFIX, SelfIdentity};
+use crate::status::Failure;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -72,7 +72,7 @@ fn dpkg_divert(root: &Path, args: &[&str]) -> Result<(), String> {
 }
 
 pub fn install(options: &Options) -> Result<u8, Failure> {
-    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let own = super::own_binary().map_err(Failure::Own)?;
     let me = super::me()?;
     let mut problems = 0;
     for name in diverted_names() {

@@ -3,9 +3,9 @@
 //! healthy, 1 otherwise.
 
 use super::{SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
-use crate::call::{Failure, exit};
 use crate::config::{Layer, Sources};
 use crate::resolve::find_in_path;
+use crate::status::Failure;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -39,8 +39,8 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
     let path_var = std::env::var("PATH").unwrap_or_default();
     let systemd = Path::new("/run/systemd/system").exists();
 
-    let (config, warnings) = crate::config::load(&Sources::process(), Layer::default())
-        .map_err(|e| Failure::new(exit::OWN, e))?;
+    let (config, warnings) =
+        crate::config::load(&Sources::process(), Layer::default()).map_err(Failure::Own)?;
     match warnings.as_slice() {
         [] => report.ok(format!("config: {}", describe_config(&config))),
         _ => {

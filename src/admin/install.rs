@@ -3,8 +3,8 @@
 //! Idempotent; never overwrites or removes anything that is not its own.
 
 use super::{FAIL2BAN_MARKER, SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
-use crate::call::{Failure, exit};
 use crate::resolve::SelfIdentity;
+use crate::status::Failure;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ pub fn fail2ban_local(xtlock: &Path) -> String {
 }
 
 pub fn install(options: &Options) -> Result<u8, Failure> {
-    let own = super::own_binary().map_err(|e| Failure::new(exit::OWN, e))?;
+    let own = super::own_binary().map_err(Failure::Own)?;
     let me = super::me()?;
     let path_var = std::env::var("PATH").unwrap_or_default();
     let dir = &options.dir;
@@ -34,14 +34,11 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
     let mut problems = 0;
     if !dir.is_dir() && !options.dry_run {
         std::fs::create_dir_all(dir).map_err(|e| {
-            Failure::new(
-                exit::OWN,
-                format!(
-                    "cannot create {}: {}",
-                    dir.display(),
-                    crate::lock::errno_text(&e)
-                ),
-            )
+            Failure::Own(format!(
+                "cannot create {}: {}",
+                dir.display(),
+                crate::lock::errno_text(&e)
+            ))
         })?;
     }
     for tool in TOOLS {

@@ -7,8 +7,8 @@ pub mod doctor;
 pub mod install;
 pub mod stats;
 
-use crate::call::{Failure, exit};
 use crate::resolve::{Candidate, SelfIdentity, find_in_path};
+use crate::status::Failure;
 use std::path::{Path, PathBuf};
 
 /// The programs xtlock can stand in front of.
@@ -55,7 +55,7 @@ pub fn own_binary() -> Result<PathBuf, String> {
 
 /// The running binary's identity, for `is_xtlock_link`.
 pub fn me() -> Result<SelfIdentity, Failure> {
-    SelfIdentity::current().ok_or_else(|| Failure::new(exit::OWN, "cannot read /proc/self/exe"))
+    SelfIdentity::current().ok_or_else(|| Failure::Own("cannot read /proc/self/exe".into()))
 }
 
 /// Is `path` a symlink to xtlock (this binary, or any file named xtlock)?

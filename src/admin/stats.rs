@@ -2,7 +2,7 @@
 //! retries rescued, how long calls waited for the lock, and who waited longest. Reads the
 //! log file when one is set, else journald (`journalctl -t xtlock`).
 
-use crate::call::{Failure, exit};
+use crate::status::Failure;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,7 +40,7 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
         Some((severity, body)) if !severity.contains('=') && !severity.contains(' ') => body,
         _ => rest,
     };
-    let fields = crate::log::parse_fields(body);
+    let fields = crate::text::parse_fields(body);
     if fields.first().is_none_or(|(k, _)| k != "event") {
         return None;
     }
@@ -73,14 +73,11 @@ pub fn stats(options: &Options) -> Result<u8, Failure> {
 fn read_log(options: &Options) -> Result<(String, String), Failure> {
     if let Some(file) = &options.log_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
-            Failure::new(
-                exit::OWN,
-                format!(
-                    "cannot read {}: {}",
-                    file.display(),
-                    crate::lock::errno_text(&e)
-                ),
-            )
+            Failure::Own(format!(
+                "cannot read {}: {}",
+                file.display(),
+                crate::lock::errno_text(&e)
+            ))
         })?;
         return Ok((file.display().to_string(), text));
     }
@@ -94,9 +91,9 @@ fn read_log(options: &Options) -> Result<(String, String), Failure> {
             "journald".into(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
         )),
-        _ => Err(Failure::new(
-            exit::OWN,
-            "no log to read: no log_file is set and journalctl gave nothing; use --log-file PATH",
+        _ => Err(Failure::Own(
+            "no log to read: no log_file is set and journalctl gave nothing; use --log-file PATH"
+                .into(),
         )),
     }
 }

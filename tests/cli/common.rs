@@ -98,6 +98,7 @@ impl Sandbox {
             .env("XTLOCK_LOCK_FILE", self.lock_file())
             .env("XTLOCK_LOG_FILE", self.log_file())
             .env("XTLOCK_SYSLOG_SOCKET", "")
+            .env("XTLOCK_JOURNAL_SOCKET", "")
             .env("FAKE_LOG", self.path("state/argv.log"))
             .env("FAKE_COUNTER", self.path("state/counter"))
             .stdin(Stdio::null());
@@ -181,7 +182,7 @@ pub fn events(log: &str, event: &str) -> Vec<Vec<(String, String)>> {
     log.lines()
         .filter_map(|line| line.split_once("]: ").map(|(_, rest)| rest))
         .filter_map(|rest| rest.split_once(": ").map(|(_, fields)| fields))
-        .map(xtlock::log::parse_fields)
+        .map(xtlock::text::parse_fields)
         .filter(|fields| {
             fields
                 .first()

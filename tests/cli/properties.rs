@@ -53,7 +53,7 @@ proptest! {
     fn restores_retry_only_when_replay_is_idempotent(
         code in 0i32..=255, stderr in stderr_strategy(), noflush: bool, input in proptest::collection::vec(any::<u8>(), 0..200),
     ) {
-        let verdict = classify(Some(code), &stderr, Some(RestoreCall { noflush, input: Some(&input) }));
+        let verdict = classify(Some(code), &stderr, Some(RestoreCall { noflush, input: Ok(&input) }));
         if is_retry(verdict) {
             prop_assert!(!noflush, "a --noflush restore was replayed");
             prop_assert!(code == 1 || code == 4, "exit {code} retried");

@@ -1,0 +1,492 @@
+//! What a call is, decided once before the first attempt from the program's name and
+//! arguments alone: which rules may retry it, whether its input can be replayed, and
+//! whether it changes nothing at all (then it needs neither the lock nor a spawn).
+//! Every doubt falls to the side that is safe: "write", "not replayable".
+
+use crate::getopt::{HasArg, Item, LongOpt, Parser, Rejected, long};
+use crate::restore::{self, Flavor, RestoreArgs};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+
+/// The real program's backend, known from the multi-call binary it resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Legacy,
+    Nft,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// One iptables, ip6tables, arptables or ebtables command (any backend).
+    Command(Command),
+    /// A `*-restore`; `None` when the options cannot be known (the backend is unknown
+    /// and the two parsers disagree): then nothing is buffered and nothing replayed.
+    Restore(Option<RestoreArgs>),
+    /// A `*-save` of the iptables family: reads only, and takes no lock of its own.
+    Save,
+    /// Anything else (a script, `sh`, `env`, `nft`, `ipset`, an unknown program):
+    /// locked, run once, passed through, never retried.
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    /// What the command does, as iptables' own parser will see it.
+    pub effect: Effect,
+    /// The caller's `-w`/`--wait`.
+    pub wait: Wait,
+    /// `-C`: its exit status 1 is an answer ("absent"), not a failure.
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Exactly one command, `-C`, `-L` or `-S`, without `-Z` (iptables/ip6tables only).
+    ReadOnly,
+    /// `-h`/`--help` or `-V`/`--version`: the program prints and exits.
+    HelpOrVersion,
+    /// Anything else, and every doubt.
+    Write,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// No `-w`.
+    Absent,
+    /// `-w` with no value: wait as long as it takes.
+    Unbounded,
+    /// `-w N`.
+    Seconds(i32),
+}
+
+/// The applet a call runs: for `xtables-nft-multi iptables -L` it is `iptables` with
+/// `-L`, as the multi-call binary's subcmd_main dispatches (basename of argv[0] first,
+/// then the first argument, compared whole).
+pub fn applet<'a>(name: &'a OsStr, args: &'a [OsString]) -> (&'a OsStr, &'a [OsString]) {
+    match args.split_first() {
+        Some((first, rest)) if is_multi_binary(name) && role(first).is_some() => (first, rest),
+        _ => (name, args),
+    }
+}
+
+/// The multi-call binary's own names; under these names argv[1] picks the applet.
+fn is_multi_binary(name: &OsStr) -> bool {
+    let multi: [&[u8]; 5] = [
+        b"xtables-legacy-multi",
+        b"xtables-nft-multi",
+        b"xtables-multi",
+        b"iptables-multi",
+        b"ip6tables-multi",
+    ];
+    multi.contains(&name.as_bytes())
+}
+
+pub fn backend_of_multi(name: &OsStr) -> Option<Backend> {
+    match name.as_bytes() {
+        b"xtables-legacy-multi" | b"xtables-multi" | b"iptables-multi" | b"ip6tables-multi" => {
+            Some(Backend::Legacy)
+        }
+        b"xtables-nft-multi" => Some(Backend::Nft),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Main { iptables_family: bool },
+    Save,
+    Restore,
+}
+
+/// The applet names of iptables 1.8.x's multi-call binaries and the programs installed
+/// under them (xtables-legacy-multi.c, xtables-nft-multi.c), by what they do.
+fn role(name: &OsStr) -> Option<Role> {
+    let name = name.as_bytes();
+    let stem = |suffix: &[u8]| name.strip_suffix(suffix);
+    let family = |base: &[u8]| {
+        let base = base
+            .strip_suffix(b"-legacy")
+            .or_else(|| base.strip_suffix(b"-nft"))
+            .unwrap_or(base);
+        match base {
+            b"iptables" | b"ip6tables" => Some(true),
+            b"arptables" | b"ebtables" => Some(false),
+            _ => None,
+        }
+    };
+    match name {
+        b"main4" | b"main6" => {
+            return Some(Role::Main {
+                iptables_family: true,
+            });
+        }
+        b"save4" | b"save6" => return Some(Role::Save),
+        b"restore4" | b"restore6" => return Some(Role::Restore),
+        _ => {}
+    }
+    if let Some(base) = stem(b"-restore") {
+        return family(base).map(|_| Role::Restore);
+    }
+    if let Some(base) = stem(b"-save") {
+        return family(base).map(|_| Role::Save);
+    }
+    family(name).map(|iptables_family| Role::Main { iptables_family })
+}
+
+/// The restore flavour a name fixes by itself, if it does.
+fn restore_flavor(name: &OsStr, backend: Option<Backend>) -> Option<Flavor> {
+    let name = name.as_bytes();
+    if name.starts_with(b"ebtables") {
+        return Some(Flavor::Ebtables);
+    }
+    if name.starts_with(b"arptables") || name.ends_with(b"-nft-restore") {
+        return Some(Flavor::Nft);
+    }
+    if name.ends_with(b"-legacy-restore") {
+        return Some(Flavor::Legacy);
+    }
+    backend.map(|b| match b {
+        Backend::Legacy => Flavor::Legacy,
+        Backend::Nft => Flavor::Nft,
+    })
+}
+
+/// Classify a call of `name` (the file name it runs under) with `args`. `backend` is
+/// what the program resolves to, when known.
+pub fn classify(
+    name: &OsStr,
+    args: &[OsString],
+    backend: Option<Backend>,
+    posixly_correct: bool,
+) -> Kind {
+    let (applet, args) = applet(name, args);
+    match role(applet) {
+        None => Kind::Other,
+        Some(Role::Save) => Kind::Save,
+        Some(Role::Main { iptables_family }) => {
+            let mut command = parse_command(args);
+            if !iptables_family && command.effect == Effect::ReadOnly {
+                command.effect = Effect::Write; // their parsers differ; not modelled
+            }
+            Kind::Command(command)
+        }
+        Some(Role::Restore) => Kind::Restore(match restore_flavor(applet, backend) {
+            Some(flavor) => Some(restore::parse_args(flavor, args, posixly_correct)),
+            None => {
+                let legacy = restore::parse_args(Flavor::Legacy, args, posixly_correct);
+                let nft = restore::parse_args(Flavor::Nft, args, posixly_correct);
+                (legacy == nft).then_some(legacy)
+            }
+        }),
+    }
+}
+
+/// iptables 1.8.9's optstring (xshared.h IPT_OPTSTRING): `-` first, so words come back
+/// in order and nothing is permuted; POSIXLY_CORRECT does not matter.
+const IPT_SHORTS: &str = "-:A:C:D:E:F::I:L::M:N:P:VX::Z::c:d:i:j:o:p:s:t:R:S::W::46bfg:h::m:nvw::x";
+
+/// iptables.c `original_opts`. Extensions add more at run time (`--dport`, `--comment`).
+const IPT_LONGS: &[LongOpt] = &[
+    long("append", HasArg::Required, b'A'),
+    long("delete", HasArg::Required, b'D'),
+    long("check", HasArg::Required, b'C'),
+    long("insert", HasArg::Required, b'I'),
+    long("replace", HasArg::Required, b'R'),
+    long("list", HasArg::Optional, b'L'),
+    long("list-rules", HasArg::Optional, b'S'),
+    long("flush", HasArg::Optional, b'F'),
+    long("zero", HasArg::Optional, b'Z'),
+    long("new-chain", HasArg::Required, b'N'),
+    long("delete-chain", HasArg::Optional, b'X'),
+    long("rename-chain", HasArg::Required, b'E'),
+    long("policy", HasArg::Required, b'P'),
+    long("source", HasArg::Required, b's'),
+    long("destination", HasArg::Required, b'd'),
+    long("src", HasArg::Required, b's'),
+    long("dst", HasArg::Required, b'd'),
+    long("protocol", HasArg::Required, b'p'),
+    long("in-interface", HasArg::Required, b'i'),
+    long("jump", HasArg::Required, b'j'),
+    long("table", HasArg::Required, b't'),
+    long("match", HasArg::Required, b'm'),
+    long("numeric", HasArg::No, b'n'),
+    long("out-interface", HasArg::Required, b'o'),
+    long("verbose", HasArg::No, b'v'),
+    long("wait", HasArg::Optional, b'w'),
+    long("wait-interval", HasArg::Optional, b'W'),
+    long("exact", HasArg::No, b'x'),
+    long("fragments", HasArg::No, b'f'),
+    long("version", HasArg::No, b'V'),
+    long("help", HasArg::Optional, b'h'),
+    long("line-numbers", HasArg::No, b'0'),
+    long("modprobe", HasArg::Required, b'M'),
+    long("set-counters", HasArg::Required, b'c'),
+    long("goto", HasArg::Required, b'g'),
+    long("ipv4", HasArg::No, b'4'),
+    long("ipv6", HasArg::No, b'6'),
+];
+
+const COMMAND_LETTERS: &[u8] = b"ACDEFILNPRSXZ";
+const READ_COMMANDS: &[u8] = b"CLS";
+
+/// Read one iptables command line as xshared.c's do_parse does, far enough to know its
+/// command and its `-w`. Options of extensions (`--dport`, `--comment`) are not known
+/// here, and one may take the next word as its value or not; so the call is a read only
+/// if exactly one word of the whole argv could be a command, and it is the read command
+/// found. Long options count only by their whole name: an abbreviation of ours may be
+/// an extension's whole name (`--set` of `-m recent` is not `--set-counters`).
+pub fn parse_command(args: &[OsString]) -> Command {
+    let mut parser = Parser::new(args, IPT_SHORTS, IPT_LONGS, false).exact_long_names();
+    let mut commands = Vec::new();
+    let mut wait = Wait::Absent;
+    // An unknown option with no `=value`: the words after it may be its values.
+    let mut unsure_of_words = false;
+    let write = |wait| Command {
+        effect: Effect::Write,
+        wait,
+        check: false,
+    };
+    while let Some(item) = parser.next_item() {
+        let (val, optarg) = match item {
+            Ok(Item::Opt(val, optarg)) => (val, optarg),
+            // `!`, an extension's value, or a stray word iptables refuses: no command.
+            Ok(Item::Word(_)) => continue,
+            Err(Rejected::UnknownLong { attached, .. }) => {
+                unsure_of_words |= !attached;
+                continue;
+            }
+            Err(Rejected::Usage) => return write(wait),
+        };
+        match val {
+            // `--comment -h` may be a comment: then the rule is added.
+            b'h' | b'V' if unsure_of_words => return write(wait),
+            b'h' | b'V' => {
+                return Command {
+                    effect: Effect::HelpOrVersion,
+                    wait,
+                    check: false,
+                };
+            }
+            b'w' => {
+                let value = optarg.clone().or_else(|| parser.take_word_argument());
+                wait = match value {
+                    None => Wait::Unbounded,
+                    Some(v) => match restore::scan_int(v.as_bytes()) {
+                        Some(seconds) => Wait::Seconds(seconds),
+                        None => return write(wait),
+                    },
+                };
+            }
+            b'W' if optarg.is_none() => {
+                parser.take_word_argument();
+            }
+            b'c' if !optarg
+                .as_ref()
+                .is_some_and(|v| v.as_bytes().get(1..).unwrap_or_default().contains(&b',')) =>
+            {
+                parser.take_word_argument();
+            }
+            // check_inverse: `-s ! ADDR` takes the word after the `!` as well.
+            b'p' | b's' | b'd' | b'i' | b'o' if optarg.as_deref() == Some(OsStr::new("!")) => {
+                parser.take_any_word();
+            }
+            letter if COMMAND_LETTERS.contains(&letter) => {
+                commands.push(letter);
+                // The words a command takes after its option (chain, rule number, new
+                // name, policy), as do_parse takes them with xs_has_arg.
+                let extra_words = match (letter, &optarg) {
+                    (b'L' | b'S' | b'Z', None) => 2,
+                    (b'L' | b'S' | b'Z' | b'F' | b'X', _) => 1,
+                    (b'D' | b'R' | b'I' | b'E' | b'P', _) => 1,
+                    _ => 0,
+                };
+                for _ in 0..extra_words {
+                    parser.take_word_argument();
+                }
+            }
+            _ => {}
+        }
+    }
+    let command_words: usize = args.iter().map(|a| command_count(a.as_bytes())).sum();
+    let effect = match commands.as_slice() {
+        [one] if READ_COMMANDS.contains(one) && command_words == 1 => Effect::ReadOnly,
+        _ => Effect::Write,
+    };
+    Command {
+        effect,
+        wait,
+        check: commands == [b'C'],
+    }
+}
+
+/// How many commands iptables could find in this word: each command letter of a
+/// bundle of short options (`-LZ` is `-L Z` to getopt, but counts 2 here), or 1 for a
+/// long option that a command's name starts with.
+fn command_count(word: &[u8]) -> usize {
+    match word {
+        [b'-', b'-', name @ ..] => {
+            let name = name.split(|&b| b == b'=').next().unwrap_or_default();
+            usize::from(could_be_command_long(name))
+        }
+        [b'-', letters @ ..] => letters
+            .iter()
+            .filter(|b| COMMAND_LETTERS.contains(b))
+            .count(),
+        _ => 0,
+    }
+}
+
+fn could_be_command_long(name: &[u8]) -> bool {
+    IPT_LONGS
+        .iter()
+        .filter(|o| COMMAND_LETTERS.contains(&o.val))
+        .any(|o| o.name.as_bytes().starts_with(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<OsString> {
+        line.split_whitespace().map(OsString::from).collect()
+    }
+
+    fn effect(line: &str) -> Effect {
+        parse_command(&args(line)).effect
+    }
+
+    #[test]
+    fn commands_table() {
+        use Effect::*;
+        let cases = [
+            ("-C INPUT -p tcp --dport 22 -j ACCEPT", ReadOnly),
+            ("-w -C INPUT -p tcp --dport 22 -j ACCEPT", ReadOnly),
+            ("--check INPUT -s 1.2.3.4 -j DROP", ReadOnly),
+            ("--ch INPUT -j DROP", Write),
+            ("-L", ReadOnly),
+            ("-nvL", ReadOnly),
+            ("-L INPUT 1 -n --line-numbers", ReadOnly),
+            ("-t nat -L POSTROUTING", ReadOnly),
+            ("-S", ReadOnly),
+            ("--list-rules DOCKER", ReadOnly),
+            ("-L -Z", Write),
+            ("-LZ", Write),
+            ("-nvLZ INPUT", Write),
+            ("-L --zero", Write),
+            ("-Z", Write),
+            ("-A INPUT -j DROP", Write),
+            ("-C INPUT -A INPUT", Write),
+            ("-I INPUT 1 -j ACCEPT", Write),
+            ("-N f2b-sshd", Write),
+            ("-F", Write),
+            ("-X", Write),
+            ("-P INPUT DROP", Write),
+            ("-E a b", Write),
+            // Abbreviations are not trusted.
+            ("--list-r", Write),
+            ("--li INPUT", Write),
+            ("--de INPUT 1", Write),
+            // A word after an extension's option may be its value or a command.
+            ("-C INPUT -m comment --comment -A -j ACCEPT", Write),
+            // Either -C is the comment (then iptables finds no command and refuses) or
+            // the only command: no change either way.
+            ("-m comment --comment -C INPUT -j ACCEPT", ReadOnly),
+            ("-C INPUT -m comment --comment=-A -j ACCEPT", ReadOnly),
+            ("-C INPUT -m recent --set -j ACCEPT", ReadOnly),
+            ("-C INPUT -p tcp --dport 22 --flush", Write),
+            // Values of known options are values, whatever they look like.
+            ("-C INPUT -j -A", Write),
+            ("-C INPUT --tcp-flags SYN,ACK SYN -p tcp", ReadOnly),
+            ("-C INPUT -s ! 1.2.3.4 -j DROP", ReadOnly),
+            ("-C INPUT ! -s 1.2.3.4 -j DROP", ReadOnly),
+            ("-C INPUT stray", ReadOnly), // iptables refuses it: no change either way
+            ("", Write),
+            ("-q -L", Write),
+            ("-L -w 5", ReadOnly),
+            ("-L -w rules", Write),
+            ("-h", HelpOrVersion),
+            ("-A INPUT -m limit --help", HelpOrVersion),
+            ("-p tcp --help", HelpOrVersion),
+            ("--version", HelpOrVersion),
+            ("-V", HelpOrVersion),
+            // --comment's value may be "-h": the rule may be added.
+            ("-A INPUT -m comment --comment -h -j ACCEPT", Write),
+        ];
+        for (line, want) in cases {
+            assert_eq!(effect(line), want, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn waits() {
+        let wait = |line: &str| parse_command(&args(line)).wait;
+        assert_eq!(wait("-A INPUT -j DROP"), Wait::Absent);
+        assert_eq!(wait("-w -A INPUT -j DROP"), Wait::Unbounded);
+        assert_eq!(wait("-w 5 -A INPUT -j DROP"), Wait::Seconds(5));
+        assert_eq!(wait("-w5 -A INPUT -j DROP"), Wait::Seconds(5));
+        assert_eq!(wait("--wait=60 -A INPUT -j DROP"), Wait::Seconds(60));
+        assert_eq!(wait("--wait 60 -A INPUT -j DROP"), Wait::Seconds(60));
+        assert_eq!(wait("-A INPUT -j DROP -w -W 100"), Wait::Unbounded);
+    }
+
+    #[test]
+    fn kinds() {
+        let kind = |name: &str, line: &str| classify(OsStr::new(name), &args(line), None, false);
+        assert!(matches!(
+            kind("iptables", "-A INPUT -j DROP"),
+            Kind::Command(_)
+        ));
+        assert!(matches!(
+            kind("ip6tables-nft", "-A INPUT -j DROP"),
+            Kind::Command(_)
+        ));
+        assert!(matches!(
+            kind("ebtables", "-L"),
+            Kind::Command(Command {
+                effect: Effect::Write,
+                ..
+            })
+        ));
+        assert!(matches!(
+            kind("iptables-legacy-restore", "-n"),
+            Kind::Restore(Some(_))
+        ));
+        assert!(matches!(kind("restore4", ""), Kind::Restore(_)));
+        assert_eq!(kind("iptables-save", ""), Kind::Save);
+        assert_eq!(kind("ip6tables-legacy-save", "-t nat"), Kind::Save);
+        assert_eq!(kind("xtables-legacy-multi", "iptables-save"), Kind::Save);
+        assert!(matches!(
+            kind("xtables-nft-multi", "iptables-restore --noflush"),
+            Kind::Restore(Some(RestoreArgs::Apply { noflush: true, .. }))
+        ));
+        assert!(matches!(
+            kind("xtables-legacy-multi", "iptables -L"),
+            Kind::Command(Command {
+                effect: Effect::ReadOnly,
+                ..
+            })
+        ));
+        for other in [
+            "sh",
+            "env",
+            "nft",
+            "ipset",
+            "iptables-restore-translate",
+            "iptables-xml",
+            "xtables-monitor",
+            "xtables-legacy-multi",
+        ] {
+            assert_eq!(kind(other, "-c iptables-restore"), Kind::Other, "{other}");
+        }
+        assert_eq!(
+            kind("xtables-legacy-multi", "/usr/sbin/iptables -A INPUT"),
+            Kind::Other
+        );
+        // Unknown backend: legacy reads `-w rules` as an error, nft as stdin: no replay.
+        assert_eq!(kind("iptables-restore", "-w rules"), Kind::Restore(None));
+        assert!(matches!(
+            kind("iptables-restore", "--nof"),
+            Kind::Restore(Some(_))
+        ));
+    }
+}
