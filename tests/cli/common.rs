@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
+/// The binary under test; XTLOCK_TEST_BIN runs the suite against another build (to
+/// show that a test fails on an older version).
 pub fn xtlock_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_xtlock"))
+    std::env::var_os("XTLOCK_TEST_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_xtlock")),
+        PathBuf::from,
+    )
 }
 
 /// The fake program, compiled once per test run from tests/cli/fake/.
@@ -289,4 +294,46 @@ pub fn listing(dir: &Path) -> Vec<(String, Option<PathBuf>)> {
         .collect();
     entries.sort();
     entries
+}
+
+pub fn alive(pid: u32) -> bool {
+    // A zombie has no cmdline; a reaped process has no /proc entry.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Wait, but never forever: a test that hangs is a test that failed.
+pub fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("pid {} did not end within 10 s", child.id());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// A fifo at `path`.
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {}",
+        path.display()
+    );
+}
+
+/// Peak memory of a finished child (KiB), from wait4's rusage; and its status.
+pub fn wait_with_rusage(child: std::process::Child) -> (i32, i64) {
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = child.id() as i32;
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(rc, pid);
+    std::mem::forget(child);
+    (status, usage.ru_maxrss)
 }

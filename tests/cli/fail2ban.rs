@@ -22,7 +22,8 @@ fn available() -> bool {
 }
 
 fn e2e(mode: &str) -> Outcome {
-    let xtlock = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_xtlock"));
+    let xtlock = xtlock_bin();
+    let xtlock = xtlock.as_os_str();
     let out = run_in_private_namespace("fail2ban/e2e.sh", &[mode.as_ref(), xtlock]);
     let line = result_line("e2e.sh", &out);
     let value = |key: &str| result_value(&line, key);

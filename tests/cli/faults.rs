@@ -7,26 +7,6 @@ use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn alive(pid: u32) -> bool {
-    // A zombie has no cmdline; a reaped process has no /proc entry.
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
-}
-
-/// Wait, but never forever: a test that hangs is a test that failed.
-fn wait_bounded(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("pid {} did not end within 10 s", child.id());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// Start the shim in front of a fake that hangs; returns it and the fake's pid.
 fn start_hanging(sb: &Sandbox, own_group: bool) -> (std::process::Child, u32) {
     let pidfile = sb.path("state/child.pid");

@@ -2,10 +2,12 @@
 //! modules keeps compile time down (as rustup's tests do).
 
 mod admin;
+mod call_kinds;
 mod common;
 mod divert;
 mod fail2ban;
 mod faults;
+mod getopt_differential;
 mod lock;
 mod logging;
 mod nesting;

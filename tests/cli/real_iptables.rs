@@ -33,14 +33,9 @@ fn race_with_bans(backend: &str, mode: &str, workers: u32, bans: u32) -> RaceRes
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/race.sh");
     let out = Command::new("sh")
         .arg(script)
-        .args([
-            "--xtlock",
-            env!("CARGO_BIN_EXE_xtlock"),
-            "--backend",
-            backend,
-            "--mode",
-            mode,
-        ])
+        .arg("--xtlock")
+        .arg(xtlock_bin())
+        .args(["--backend", backend, "--mode", mode])
         .args([
             "--workers",
             &workers.to_string(),

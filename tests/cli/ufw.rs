@@ -8,7 +8,8 @@ use crate::common::*;
 use std::path::Path;
 
 fn compare(mode: &str, out_dir: &Path) -> String {
-    let xtlock = std::ffi::OsStr::new(env!("CARGO_BIN_EXE_xtlock"));
+    let xtlock = xtlock_bin();
+    let xtlock = xtlock.as_os_str();
     let out = run_in_private_namespace(
         "ufw/compare.sh",
         &[mode.as_ref(), xtlock, out_dir.as_os_str()],

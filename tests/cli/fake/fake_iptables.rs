@@ -27,6 +27,12 @@ fn main() {
         record.push(b'\n');
         append(PathBuf::from(log), &record);
     }
+    if let Some(file) = var_os("FAKE_SIGNALS_FILE") {
+        // What the caller's signal set-up looks like from here: ignored and blocked.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let lines: Vec<&str> = status.lines().filter(|l| l.starts_with("SigIgn") || l.starts_with("SigBlk")).collect();
+        std::fs::write(PathBuf::from(file), lines.join("\n")).unwrap();
+    }
     if let Some(dir) = var_os("FAKE_STDIN_DIR") {
         let mut input = Vec::new();
         std::io::stdin().read_to_end(&mut input).unwrap();
@@ -37,6 +43,15 @@ fn main() {
         // mkdir is atomic: if it exists, another call is running right now.
         if std::fs::create_dir(busy).is_err() {
             append(busy.with_file_name("overlaps"), b"overlap\n");
+        }
+    }
+    if let Some(file) = var_os("FAKE_STARTED") {
+        append(PathBuf::from(file), format!("{}\n", std::process::id()).as_bytes());
+    }
+    if let Some(file) = var_os("FAKE_WAIT_FOR") {
+        let file = PathBuf::from(file);
+        while !file.exists() {
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
     if let Some(ms) = var("FAKE_SLEEP_MS") {
@@ -60,6 +75,16 @@ fn main() {
         while left > 0 {
             let n = left.min(chunk.len());
             out.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+    }
+    if let Some(bytes) = var("FAKE_STDERR_BYTES") {
+        let chunk = vec![b'e'; 65536];
+        let mut left: usize = bytes.parse().unwrap();
+        let mut err = std::io::stderr().lock();
+        while left > 0 {
+            let n = left.min(chunk.len());
+            err.write_all(&chunk[..n]).unwrap();
             left -= n;
         }
     }
