@@ -145,7 +145,9 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let lock_start = Instant::now();
     let timeout = lock_timeout(&kind, config.timeout);
     let guard = lock(call, config, timeout, events)?;
-    if let Guard::Held(_) = guard {
+    // Our child may trust us without /proc: we hold the lock, or a read lock that keeps
+    // its holder from releasing it, for as long as the child lives.
+    if let Guard::Held(_) | Guard::Nested { .. } = guard {
         env.push((nesting::HOLDER_VAR, std::process::id().to_string()));
     }
     let waited = lock_start.elapsed();

@@ -167,8 +167,12 @@ impl SelfIdentity {
     /// /proc/self/exe names our inode even after an upgrade replaced the file. (Then the
     /// new binary at the shim's path is another inode and is run as the "real" program;
     /// it finds the real one itself, and runs under our lock as a nested call.)
+    /// Without /proc (a chroot), the path the kernel ran us by (AT_EXECFN) still leads
+    /// to our file.
     pub fn current() -> Option<SelfIdentity> {
-        let meta = std::fs::metadata("/proc/self/exe").ok()?;
+        let meta = std::fs::metadata("/proc/self/exe")
+            .or_else(|_| std::fs::metadata(exec_path()?))
+            .ok()?;
         Some(SelfIdentity {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -196,6 +200,18 @@ impl SelfIdentity {
         }
         Candidate::Program
     }
+}
+
+/// The file name given to execve for this process, from the auxiliary vector.
+fn exec_path() -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+    let pointer = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if pointer.is_null() {
+        return Err(not_found());
+    }
+    let name = unsafe { std::ffi::CStr::from_ptr(pointer) };
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
 
 fn is_executable(path: &Path) -> bool {

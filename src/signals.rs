@@ -56,6 +56,13 @@ pub fn process_setup() {
         }
     }
     IGNORED_AT_START.store(ignored, Ordering::SeqCst);
+    let mut internal = 0;
+    for signal in GLIBC_INTERNAL {
+        if kernel_disposition(signal) == Some(libc::SIG_DFL) {
+            internal |= bit(signal);
+        }
+    }
+    INTERNAL_AT_DEFAULT.store(internal, Ordering::SeqCst);
     let mut changed = 0;
     if ignored & bit(libc::SIGPIPE) == 0 {
         set(libc::SIGPIPE, libc::SIG_IGN);
@@ -121,17 +128,37 @@ pub fn received() -> Option<i32> {
     }
 }
 
+/// glibc's internal signals (SIGCANCEL, SIGSETXID). posix_spawn gives the program them
+/// ignored unless they are in the SETSIGDEF set (sysdeps/unix/sysv/linux/spawni.c), and
+/// glibc's sigaction and sigaddset refuse them: they are read with the raw system call
+/// and set in the mask's bits directly.
+const GLIBC_INTERNAL: [i32; 2] = [32, 33];
+static INTERNAL_AT_DEFAULT: AtomicU64 = AtomicU64::new(0);
+
+fn kernel_disposition(signal: i32) -> Option<usize> {
+    let mut old = [0usize; 4]; // struct kernel_sigaction: handler, flags, restorer, mask
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            signal,
+            std::ptr::null::<usize>(),
+            old.as_mut_ptr(),
+            8,
+        )
+    };
+    (rc == 0).then_some(old[0])
+}
+
 /// The signals the program must get at their default: those xtlock caught or ignored
-/// itself while the caller had left them at the default.
+/// itself while the caller had left them at the default, and glibc's internal ones.
 pub fn child_defaults() -> libc::sigset_t {
-    let changed = CHANGED_FROM_DEFAULT.load(Ordering::SeqCst);
+    let changed =
+        CHANGED_FROM_DEFAULT.load(Ordering::SeqCst) | INTERNAL_AT_DEFAULT.load(Ordering::SeqCst);
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     unsafe { libc::sigemptyset(&mut set) };
-    for signal in 1..64 {
-        if changed & bit(signal) != 0 {
-            unsafe { libc::sigaddset(&mut set, signal) };
-        }
-    }
+    // Bit n-1 of the first word is signal n, as the kernel lays the set out.
+    let first_word = &mut set as *mut libc::sigset_t as *mut u64;
+    unsafe { *first_word |= changed >> 1 };
     set
 }
 

@@ -1,0 +1,54 @@
+//! Unusual callers against the real iptables in a private namespace
+//! (tests/inputs/cases.sh): issue 8's pipes, FIFOs, multi-call restores and a restore
+//! fed in pieces; issue 12's unprivileged help and lists.
+
+use crate::common::*;
+use std::ffi::OsStr;
+
+fn case(name: &str) {
+    if !require("root", is_root())
+        || !require("unshare", have("unshare"))
+        || !require("iptables-legacy", have("iptables-legacy"))
+        || !require("runuser", have("runuser"))
+    {
+        return;
+    }
+    let bin = xtlock_bin();
+    let out = run_in_private_namespace("inputs/cases.sh", &[bin.as_os_str(), OsStr::new(name)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("case={name} ok")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_restore_reads_a_process_substitution() {
+    case("procsub");
+}
+
+#[test]
+fn a_restore_reads_dev_stdin_on_a_pipe() {
+    case("devstdin");
+}
+
+#[test]
+fn a_restore_reads_a_fifo() {
+    case("fifo");
+}
+
+#[test]
+fn a_multi_call_restore_is_replayed_after_iptables_lock_was_busy() {
+    case("multi-lock-busy");
+}
+
+#[test]
+fn a_save_runs_while_a_noflush_restore_waits_for_input() {
+    case("mid-restore");
+}
+
+#[test]
+fn unprivileged_help_and_errors_are_the_programs_own() {
+    case("unprivileged");
+}

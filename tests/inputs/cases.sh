@@ -1,0 +1,115 @@
+#!/bin/bash
+# Unusual callers against the real iptables (legacy and nft), in a private network and
+# mount namespace (tests/private-namespace.sh refuses to run anywhere else).
+# Usage (by tests/cli/real_inputs.rs): unshare -n -m bash cases.sh XTLOCK CASE
+# Prints "case=CASE ok", or "case=CASE FAIL: why" and exits 1.
+set -u
+. "$(dirname "$0")/../private-namespace.sh"
+xtlock=$1 case=$2
+enter_private_namespace inputs
+work=$(mktemp -d) && chmod 755 "$work"
+export XTLOCK_LOCK_FILE=/run/xtlock.lock XTLOCK_SYSLOG_SOCKET= XTLOCK_JOURNAL_SOCKET= XTLOCK_LOG_FILE=$work/xtlock.log
+rules='*filter
+:f2b-sshd - [0:0]
+-A f2b-sshd -j RETURN
+COMMIT
+'
+fail() { echo "case=$case FAIL: $*"; [ -s "$work/xtlock.log" ] && cat "$work/xtlock.log" >&2; exit 1; }
+has_chain() { "$1" -S f2b-sshd >/dev/null 2>&1; }
+wait_for() { # wait_for FILE [PATTERN]: up to 30 s
+    for _ in $(seq 300); do
+        if [ -n "${2:-}" ]; then grep -q "$2" "$1" 2>/dev/null && return 0
+        elif [ -e "$1" ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+case $case in
+procsub|devstdin|fifo)
+    # The restore's input is a pipe where a file is expected: the program reads it.
+    for backend in legacy nft; do
+        restore=iptables-$backend-restore
+        "iptables-$backend" -F; "iptables-$backend" -X
+        case $case in
+        procsub) "$xtlock" "$restore" <(printf '%s' "$rules") ;;
+        devstdin) printf '%s' "$rules" | "$xtlock" "$restore" /dev/stdin ;;
+        fifo) mkfifo "$work/rules.$backend"; printf '%s' "$rules" > "$work/rules.$backend" &
+              "$xtlock" "$restore" "$work/rules.$backend" ;;
+        esac
+        status=$?
+        [ $status -eq 0 ] || fail "$backend: status $status"
+        has_chain "iptables-$backend" || fail "$backend: nothing was applied"
+    done
+    ;;
+multi-lock-busy)
+    # iptables' own lock is busy for the first attempt: `xtables-legacy-multi
+    # iptables-restore -w 1` fails with exit 4, and is replayed with the same input once
+    # that attempt has ended and the holder lets go.
+    flock /run/xtables.lock sh -c "touch $work/held; while [ ! -e $work/go ]; do sleep 0.05; done" &
+    wait_for "$work/held" || fail "holder never started"
+    printf '%s' "$rules" | "$xtlock" xtables-legacy-multi iptables-restore -w 1 > "$work/out" 2>&1 &
+    restore=$!
+    first=
+    for _ in $(seq 600); do
+        children=$(cat /proc/$restore/task/*/children 2>/dev/null)
+        if [ -z "$first" ]; then first=$children
+        elif [ "$children" != "$first" ]; then break; fi
+        sleep 0.05
+    done
+    touch "$work/go"
+    wait $restore || fail "status $?: $(cat "$work/out")"
+    has_chain iptables-legacy || fail "the replay applied nothing"
+    grep -q 'event=retry.*reason="the xtables lock was busy"' "$work/xtlock.log" || fail "no retry was logged"
+    ;;
+mid-restore)
+    # iptables' own test nft-only/0007-mid-restore-flush: a --noflush restore fed from a
+    # coprocess; a save runs between the pieces (0.1: waited 30 s for the lock, exit 4).
+    coproc "$xtlock" xtables-nft-multi iptables-restore --noflush
+    printf '*filter\n:foo - [0:0]\nCOMMIT\n*filter\n:foo - [0:0]\n' >&"${COPROC[1]}"
+    found=
+    for _ in $(seq 100); do
+        if XTLOCK_TIMEOUT=5 "$xtlock" xtables-nft-multi iptables-save > "$work/save" 2> "$work/save.err"; then
+            grep -q ':foo' "$work/save" && { found=1; break; }
+        else
+            fail "the save failed while the restore waited for input: $(cat "$work/save.err")"
+        fi
+        sleep 0.1
+    done
+    [ -n "$found" ] || fail "the first COMMIT never landed"
+    echo COMMIT >&"${COPROC[1]}"
+    exec {COPROC[1]}>&-
+    wait "$COPROC_PID" || fail "the restore failed: $?"
+    ;;
+unprivileged)
+    # iptables' own test iptables/0008-unprivileged: help as nobody prints help, and
+    # a list or a change gets iptables' own permission error. Same bytes through xtlock.
+    mkdir "$work/shim" && chmod 755 "$work/shim"
+    ln -s "$xtlock" "$work/shim/iptables"
+    "$xtlock" true # root makes the lock file, 0600
+    for multi in xtables-legacy-multi xtables-nft-multi; do
+        while read -r args; do
+            bare=$(runuser -u nobody -- $multi iptables $args 2>&1; echo "status=$?")
+            prefixed=$(runuser -u nobody -- "$xtlock" $multi iptables $args 2>&1; echo "status=$?")
+            [ "$prefixed" = "$bare" ] || fail "$multi iptables $args: prefixed differs: $prefixed"
+            # By name, as a caller types it: the shim ahead of /usr/sbin/iptables.
+            bare=$(runuser -u nobody -- iptables $args 2>&1; echo "status=$?")
+            shimmed=$(runuser -u nobody -- env PATH="$work/shim:$PATH" iptables $args 2>&1; echo "status=$?")
+            [ "$shimmed" = "$bare" ] || fail "iptables $args: through the shim: $shimmed"
+        done <<'ARGS'
+--help
+-m limit --help
+-p tcp --help
+-j DNAT --help
+-j TEE --help
+-p tcp -j DNAT --help
+-L
+-w -L
+-A FORWARD -p tcp --dport 123
+-A FORWARD -j DNAT --to-destination 1.2.3.4
+ARGS
+    done
+    ;;
+*) fail "unknown case" ;;
+esac
+echo "case=$case ok"
