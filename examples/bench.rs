@@ -25,6 +25,16 @@ fn main() {
 }
 "#;
 
+/// The floor of any program in front of iptables that needs nothing after it: exec.
+const EXEC_C: &str = r#"
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc < 2) return 127;
+    execvp(argv[1], argv + 1);
+    return 127;
+}
+"#;
+
 /// The floor: spawn argv[1..] and wait, nothing else. Built static and dynamic.
 const FLOOR_C: &str = r#"
 #include <spawn.h>
@@ -126,8 +136,10 @@ fn run_benchmarks(options: &Options) {
     std::fs::create_dir_all(work.join("shim")).unwrap();
     std::os::unix::fs::symlink(&xtlock, work.join("shim/iptables-legacy")).unwrap();
     std::fs::write(work.join("floor.c"), FLOOR_C).unwrap();
+    std::fs::write(work.join("exec.c"), EXEC_C).unwrap();
     sh(&format!(
-        "cc -O2 -static -o {w}/floor-static {w}/floor.c && cc -O2 -o {w}/floor-dynamic {w}/floor.c",
+        "cc -O2 -static -o {w}/floor-static {w}/floor.c && cc -O2 -o {w}/floor-dynamic {w}/floor.c \
+         && cc -O2 -static -o {w}/exec-static {w}/exec.c",
         w = work.display()
     ));
     std::fs::write(work.join("floor.rs"), FLOOR_RS).unwrap();
@@ -157,34 +169,49 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
     let flock_file = work.join("flock.lock");
     let env_off = [
         ("XTLOCK_SYSLOG_SOCKET", ""),
+        ("XTLOCK_JOURNAL_SOCKET", ""),
         ("XTLOCK_LOCK_FILE", "/run/xtlock.lock"),
     ];
-    let variants: Vec<(&str, Vec<OsString>)> = vec![
-        ("bare iptables-legacy", argv(&[ipt])),
+    let path = |name: &str| work.join(name).to_string_lossy().into_owned();
+    let shim = path("shim/iptables-legacy");
+    let xt = xtlock.to_string_lossy().into_owned();
+    // (name, argv before the rule, index of its floor). A legacy -C without -w stays on
+    // xtlock's write path (lock, spawn, wait); with -w it is a read, exec'd in place.
+    const BARE: usize = 0;
+    const BARE_W: usize = 1;
+    const EXEC: usize = 2;
+    const SPAWN: usize = 3;
+    let variants: Vec<(&str, Vec<OsString>, usize)> = vec![
+        ("bare iptables-legacy -C", argv(&[ipt]), BARE),
+        ("bare iptables-legacy -w -C", argv(&[ipt, "-w"]), BARE_W),
+        (
+            "floor: static exec, -w -C",
+            argv(&[&path("exec-static"), ipt, "-w"]),
+            EXEC,
+        ),
         (
             "floor: static spawn+wait",
-            argv(&[&work.join("floor-static").to_string_lossy(), ipt]),
+            argv(&[&path("floor-static"), ipt]),
+            SPAWN,
         ),
         (
             "floor: dynamic spawn+wait",
-            argv(&[&work.join("floor-dynamic").to_string_lossy(), ipt]),
+            argv(&[&path("floor-dynamic"), ipt]),
+            SPAWN,
         ),
         (
             "floor: Rust std, static",
-            argv(&[&work.join("floor-rust").to_string_lossy(), ipt]),
+            argv(&[&path("floor-rust"), ipt]),
+            SPAWN,
         ),
         (
             "flock(1) FILE iptables",
             argv(&["flock", &flock_file.to_string_lossy(), ipt]),
+            SPAWN,
         ),
-        (
-            "xtlock iptables (prefix)",
-            argv(&[&xtlock.to_string_lossy(), ipt]),
-        ),
-        (
-            "iptables via xtlock shim",
-            argv(&[&work.join("shim").join(ipt).to_string_lossy()]),
-        ),
+        ("xtlock iptables (prefix)", argv(&[&xt, ipt]), SPAWN),
+        ("write path: shim, -C", argv(&[&shim]), SPAWN),
+        ("read: shim, -w -C (exec)", argv(&[&shim, "-w"]), EXEC),
     ];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for _ in 0..options.rounds {
@@ -192,7 +219,7 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
         // one median per variant per round.
         let mut round: Vec<Vec<Duration>> = vec![Vec::with_capacity(options.runs); variants.len()];
         for _ in 0..options.runs {
-            for (i, (_, cmd)) in variants.iter().enumerate() {
+            for (i, (_, cmd, _)) in variants.iter().enumerate() {
                 round[i].push(time_call(cmd, &env_off));
             }
         }
@@ -200,10 +227,9 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
             samples[i].push(median(times));
         }
     }
-    let bare = median(&samples[0]);
-    let floor = median(&samples[1]);
+    let bare = median(&samples[BARE]);
     println!(
-        "1. Overhead of one uncontended call: `{ipt} {}` on a 4-rule table",
+        "1. Overhead of one uncontended call: `{ipt} [-w] {}` on a 4-rule table",
         RULE.join(" ")
     );
     println!(
@@ -214,20 +240,25 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
         "   {:<28} {:>9} {:>9} {:>9} {:>8} {:>9}",
         "variant", "median", "min", "max", "x bare", "x floor"
     );
-    for (i, (name, _)) in variants.iter().enumerate() {
+    for (i, (name, _, floor)) in variants.iter().enumerate() {
         let m = median(&samples[i]);
         let (lo, hi) = (
             samples[i].iter().min().unwrap(),
             samples[i].iter().max().unwrap(),
         );
+        let floor_name = match *floor {
+            EXEC => "exec",
+            SPAWN => "spawn",
+            _ => "",
+        };
         println!(
-            "   {:<28} {:>9} {:>9} {:>9} {:>7.2}x {:>8.2}x",
+            "   {:<28} {:>9} {:>9} {:>9} {:>7.2}x {:>8.2}x {floor_name}",
             name,
             ms(m),
             ms(*lo),
             ms(*hi),
             ratio(m, bare),
-            ratio(m, floor)
+            ratio(m, median(&samples[*floor]))
         );
     }
     println!();
@@ -244,6 +275,7 @@ fn time_call(cmd: &[OsString], env: &[(&str, &str)]) -> Duration {
         .status()
         .unwrap();
     let elapsed = start.elapsed();
+    // -C answers 0 (the rule is there).
     assert!(status.success(), "{cmd:?} failed");
     elapsed
 }
@@ -379,7 +411,9 @@ fn contention(root: &Path, xtlock: &Path) {
         ("xtlock", "xtlock"),
     ];
     let mut rows = Vec::new();
+    let mut probes = Vec::new();
     for (label, mode) in modes {
+        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
         let mut walls = Vec::new();
         let mut worst = (0, 0, 0);
         for _ in 0..3 {
@@ -394,6 +428,8 @@ fn contention(root: &Path, xtlock: &Path) {
                     "128",
                     "--bans",
                     "5",
+                    "--probes",
+                    "8",
                 ])
                 .stderr(Stdio::null())
                 .output()
@@ -412,8 +448,11 @@ fn contention(root: &Path, xtlock: &Path) {
             };
             walls.push(Duration::from_millis(get("wall_ms")));
             worst = worst.max((get("failed"), get("missing"), get("duplicated")));
+            p50s.push(Duration::from_micros(get("probe_p50_us")));
+            p99s.push(Duration::from_micros(get("probe_p99_us")));
         }
         rows.push((label, worst, walls));
+        probes.push((label, p50s, p99s));
     }
     let flock_wall = median(&rows[2].2);
     for (label, (failed, missing, dups), walls) in &rows {
@@ -431,6 +470,25 @@ fn contention(root: &Path, xtlock: &Path) {
         );
     }
     println!("   (failed/missing/dups: the worst of 3 runs; wall: median, min, max of 3)");
+    println!();
+    println!(
+        "2b. Readers meanwhile: 8 loops of `-w -C INPUT -p tcp --dport 22 -j ACCEPT`, latency per probe"
+    );
+    println!(
+        "   {:<34} {:>10} {:>10} {:>12}",
+        "mode", "p50", "p99", "p99 x bare -w"
+    );
+    let shared_p99 = median(&probes[1].2);
+    for (label, p50s, p99s) in &probes {
+        println!(
+            "   {:<34} {:>10} {:>10} {:>11.2}x",
+            label,
+            ms(median(p50s)),
+            ms(median(p99s)),
+            ratio(median(p99s), shared_p99)
+        );
+    }
+    println!("   (median over 3 runs of each run's p50 and p99)");
     println!();
 }
 

@@ -5,11 +5,13 @@
 # writers in containers or with another build's lock path do, so iptables' own lock
 # does not serialise them. Run bare, then through xtlock, and count what went wrong.
 #
-#   examples/race.sh [--xtlock PATH] [--backend legacy|nft] [--workers N] [--bans N] [--mode MODE]
+#   examples/race.sh [--xtlock PATH] [--backend legacy|nft] [--workers N] [--bans N] [--mode MODE] [--probes N]
 #
 # MODE: both (default: bare, then xtlock), bare, xtlock, flock (each call wrapped in
 # flock(1) on one file), or shared (bare, but all workers share iptables' own lock).
 #
+# --probes N: N readers meanwhile probe with `-w -C` (as dockerd and fail2ban do) in a
+# loop until the writers are done; the line then ends with their latency p50/p99.
 # Prints one line per run: mode=... backend=... commands=... failed=... missing=... duplicated=...
 # Needs root, unshare(1) and iptables. Exit status: 0 if the xtlock run lost nothing.
 set -eu
@@ -18,6 +20,7 @@ xtlock=${XTLOCK:-}
 backend=legacy
 workers=64
 bans=4
+probes=0
 mode=both
 while [ $# -gt 0 ]; do
     case $1 in
@@ -26,6 +29,7 @@ while [ $# -gt 0 ]; do
         --workers) workers=$2; shift 2 ;;
         --bans) bans=$2; shift 2 ;;
         --mode) mode=$2; shift 2 ;;
+        --probes) probes=$2; shift 2 ;;
         --inner) inner=$2; shift 2 ;;
         *) echo "race.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -45,7 +49,7 @@ if [ -z "${inner:-}" ]; then
     for m in $modes; do
         # A fresh network namespace and a private /run for every run.
         XTLOCK_RACE_HOST_NETNS=$(readlink /proc/self/ns/net) XTLOCK_RACE_HOST_MNTNS=$(readlink /proc/self/ns/mnt) XTLOCK=$xtlock \
-            unshare -n -m "$0" --inner "$m" --backend "$backend" --workers "$workers" --bans "$bans" || status=1
+            unshare -n -m "$0" --inner "$m" --backend "$backend" --workers "$workers" --bans "$bans" --probes "$probes" || status=1
     done
     exit $status
 fi
@@ -101,19 +105,42 @@ worker() {
     done
 }
 
+prober() {
+    if [ "$inner" != shared ]; then
+        XTABLES_LOCKFILE=/run/xtables.probe$1.lock
+        export XTABLES_LOCKFILE
+    fi
+    flock -s $work/barrier true
+    while [ ! -e $work/done ]; do
+        s=$(date +%s%N)
+        $wrap "$program" -w -C INPUT -p tcp --dport 22 -j ACCEPT 2>/dev/null || true
+        echo $(( ($(date +%s%N) - s) / 1000 )) >> $work/probes.$1
+    done
+}
+
 : > $work/failed
 exec 9> $work/barrier
 flock -x 9
 i=1
 while [ $i -le $workers ]; do
     worker $i &
+    writer_pids="${writer_pids:-} $!"
     i=$((i + 1))
+done
+p=1
+while [ $p -le $probes ]; do
+    prober $p &
+    p=$((p + 1))
 done
 sleep 0.5
 start=$(date +%s%N)
 flock -u 9 # release them together
-wait
+for pid in $writer_pids; do
+    wait "$pid" || true
+done
 elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+touch $work/done
+wait
 
 # Every chain, jump and ban must be there exactly once.
 saved=$work/saved
@@ -140,7 +167,14 @@ while [ $i -le $workers ]; do
 done
 failed=$(wc -l < $work/failed)
 commands=$((workers * (3 + bans)))
-echo "mode=$inner backend=$backend workers=$workers commands=$commands failed=$failed missing=$missing duplicated=$duplicated wall_ms=$elapsed_ms"
+probe_stats=
+if [ "$probes" -gt 0 ]; then
+    sort -n $work/probes.* > $work/probes
+    n=$(wc -l < $work/probes)
+    pct() { sed -n "$(( (n * $1 + 99) / 100 ))p" $work/probes; }
+    probe_stats=" probes=$n probe_p50_us=$(pct 50) probe_p99_us=$(pct 99)"
+fi
+echo "mode=$inner backend=$backend workers=$workers commands=$commands failed=$failed missing=$missing duplicated=$duplicated wall_ms=$elapsed_ms$probe_stats"
 if [ "$failed" -gt 0 ]; then
     echo "first failures:" >&2
     head -3 $work/failed >&2

@@ -14,6 +14,7 @@ mod logging;
 mod nesting;
 mod passthrough;
 mod properties;
+mod reads;
 mod real_inputs;
 mod real_iptables;
 mod restore;
