@@ -52,6 +52,8 @@ struct Options {
     runs: usize,
     rounds: usize,
     contention: bool,
+    /// Another xtlock build to measure beside this one (`--baseline PATH`).
+    baseline: Option<PathBuf>,
 }
 
 fn main() {
@@ -68,6 +70,7 @@ fn main() {
         runs: 200,
         rounds: 5,
         contention: true,
+        baseline: None,
     };
     let mut iter = args.iter().skip(1);
     while let Some(arg) = iter.next() {
@@ -75,6 +78,7 @@ fn main() {
             "--runs" => options.runs = iter.next().unwrap().parse().unwrap(),
             "--rounds" => options.rounds = iter.next().unwrap().parse().unwrap(),
             "--skip-contention" => options.contention = false,
+            "--baseline" => options.baseline = Some(iter.next().unwrap().into()),
             other => panic!("bench: unknown argument {other}"),
         }
     }
@@ -135,6 +139,10 @@ fn run_benchmarks(options: &Options) {
     let work = PathBuf::from("/run/bench");
     std::fs::create_dir_all(work.join("shim")).unwrap();
     std::os::unix::fs::symlink(&xtlock, work.join("shim/iptables-legacy")).unwrap();
+    if let Some(baseline) = &options.baseline {
+        std::fs::create_dir_all(work.join("baseline")).unwrap();
+        std::os::unix::fs::symlink(baseline, work.join("baseline/iptables-legacy")).unwrap();
+    }
     std::fs::write(work.join("floor.c"), FLOOR_C).unwrap();
     std::fs::write(work.join("exec.c"), EXEC_C).unwrap();
     sh(&format!(
@@ -160,7 +168,7 @@ fn run_benchmarks(options: &Options) {
     handoff(options, &work, &xtlock);
     peak_rss(&work, &xtlock);
     if options.contention {
-        contention(root, &xtlock);
+        contention(root, &xtlock, options.baseline.as_deref());
     }
 }
 
@@ -181,7 +189,7 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
     const BARE_W: usize = 1;
     const EXEC: usize = 2;
     const SPAWN: usize = 3;
-    let variants: Vec<(&str, Vec<OsString>, usize)> = vec![
+    let mut variants: Vec<(&str, Vec<OsString>, usize)> = vec![
         ("bare iptables-legacy -C", argv(&[ipt]), BARE),
         ("bare iptables-legacy -w -C", argv(&[ipt, "-w"]), BARE_W),
         (
@@ -213,6 +221,11 @@ fn overhead(options: &Options, work: &Path, xtlock: &Path) {
         ("write path: shim, -C", argv(&[&shim]), SPAWN),
         ("read: shim, -w -C (exec)", argv(&[&shim, "-w"]), EXEC),
     ];
+    if options.baseline.is_some() {
+        let old = path("baseline/iptables-legacy");
+        variants.push(("baseline: shim, -C", argv(&[&old]), SPAWN));
+        variants.push(("baseline: shim, -w -C", argv(&[&old, "-w"]), EXEC));
+    }
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); variants.len()];
     for _ in 0..options.rounds {
         // Interleaved call by call, so drift on the machine hits every variant alike;
@@ -394,9 +407,54 @@ fn peak_rss(work: &Path, xtlock: &Path) {
     println!();
 }
 
+/// (failed, missing, duplicated), wall time, and the probes' p50 and p99.
+type RaceRun = ((u64, u64, u64), Duration, Option<(Duration, Duration)>);
+
+/// One run of examples/race.sh; the probes' figures when `probes` > 0.
+fn race(root: &Path, xtlock: &Path, mode: &str, probes: u32) -> RaceRun {
+    let out = Command::new("sh")
+        .arg(root.join("examples/race.sh"))
+        .arg("--xtlock")
+        .arg(xtlock)
+        .args([
+            "--mode",
+            mode,
+            "--workers",
+            "128",
+            "--bans",
+            "5",
+            "--probes",
+            &probes.to_string(),
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("mode="))
+        .expect("race.sh result");
+    let get = |key: &str| -> u64 {
+        line.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let lost = (get("failed"), get("missing"), get("duplicated"));
+    let probes = (probes > 0).then(|| {
+        (
+            Duration::from_micros(get("probe_p50_us")),
+            Duration::from_micros(get("probe_p99_us")),
+        )
+    });
+    (lost, Duration::from_millis(get("wall_ms")), probes)
+}
+
 /// 128 workers released together, each -N, -A -j RETURN, -I INPUT -j and 5 bans, each
 /// with its own XTABLES_LOCKFILE (except "shared", which shares iptables' own lock).
-fn contention(root: &Path, xtlock: &Path) {
+/// Then the same with 8 readers probing meanwhile, for their latency.
+fn contention(root: &Path, xtlock: &Path, baseline: Option<&Path>) {
     println!(
         "2. Contention: 128 fail2ban-style workers x 8 commands (examples/race.sh --workers 128 --bans 5)"
     );
@@ -404,55 +462,25 @@ fn contention(root: &Path, xtlock: &Path) {
         "   {:<34} {:>6} {:>7} {:>5} {:>9} {:>9} {:>9} {:>8}",
         "mode", "failed", "missing", "dups", "wall", "min", "max", "x flock"
     );
-    let modes = [
-        ("bare (own locks: unprotected)", "bare"),
-        ("bare -w, iptables' lock shared", "shared"),
-        ("flock(1) around each call", "flock"),
-        ("xtlock", "xtlock"),
+    let mut modes = vec![
+        ("bare (own locks: unprotected)", "bare", xtlock),
+        ("bare -w, iptables' lock shared", "shared", xtlock),
+        ("flock(1) around each call", "flock", xtlock),
+        ("xtlock", "xtlock", xtlock),
     ];
+    if let Some(baseline) = baseline {
+        modes.push(("baseline xtlock", "xtlock", baseline));
+    }
     let mut rows = Vec::new();
-    let mut probes = Vec::new();
-    for (label, mode) in modes {
-        let (mut p50s, mut p99s) = (Vec::new(), Vec::new());
+    for (label, mode, binary) in &modes {
         let mut walls = Vec::new();
         let mut worst = (0, 0, 0);
         for _ in 0..3 {
-            let out = Command::new("sh")
-                .arg(root.join("examples/race.sh"))
-                .args([
-                    "--xtlock",
-                    &xtlock.to_string_lossy(),
-                    "--mode",
-                    mode,
-                    "--workers",
-                    "128",
-                    "--bans",
-                    "5",
-                    "--probes",
-                    "8",
-                ])
-                .stderr(Stdio::null())
-                .output()
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout);
-            let line = text
-                .lines()
-                .find(|l| l.starts_with("mode="))
-                .expect("race.sh result");
-            let get = |key: &str| -> u64 {
-                line.split(' ')
-                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
-                    .unwrap()
-                    .parse()
-                    .unwrap()
-            };
-            walls.push(Duration::from_millis(get("wall_ms")));
-            worst = worst.max((get("failed"), get("missing"), get("duplicated")));
-            p50s.push(Duration::from_micros(get("probe_p50_us")));
-            p99s.push(Duration::from_micros(get("probe_p99_us")));
+            let (lost, wall, _) = race(root, binary, mode, 0);
+            walls.push(wall);
+            worst = worst.max(lost);
         }
         rows.push((label, worst, walls));
-        probes.push((label, p50s, p99s));
     }
     let flock_wall = median(&rows[2].2);
     for (label, (failed, missing, dups), walls) in &rows {
@@ -472,23 +500,38 @@ fn contention(root: &Path, xtlock: &Path) {
     println!("   (failed/missing/dups: the worst of 3 runs; wall: median, min, max of 3)");
     println!();
     println!(
-        "2b. Readers meanwhile: 8 loops of `-w -C INPUT -p tcp --dport 22 -j ACCEPT`, latency per probe"
+        "2b. Readers meanwhile: 8 loops of `-w -C INPUT -p tcp --dport 22 -j ACCEPT` during the same race"
     );
     println!(
-        "   {:<34} {:>10} {:>10} {:>12}",
-        "mode", "p50", "p99", "p99 x bare -w"
+        "   {:<34} {:>10} {:>10} {:>13} {:>9}",
+        "mode", "p50", "p99", "p99 x bare -w", "wall"
     );
-    let shared_p99 = median(&probes[1].2);
-    for (label, p50s, p99s) in &probes {
+    let mut probe_rows = Vec::new();
+    for (label, mode, binary) in &modes {
+        let (mut p50s, mut p99s, mut walls) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let (_, wall, probes) = race(root, binary, mode, 8);
+            let (p50, p99) = probes.unwrap();
+            p50s.push(p50);
+            p99s.push(p99);
+            walls.push(wall);
+        }
+        probe_rows.push((label, median(&p50s), median(&p99s), median(&walls)));
+    }
+    let shared_p99 = probe_rows[1].2;
+    for (label, p50, p99, wall) in &probe_rows {
         println!(
-            "   {:<34} {:>10} {:>10} {:>11.2}x",
+            "   {:<34} {:>10} {:>10} {:>12.2}x {:>9}",
             label,
-            ms(median(p50s)),
-            ms(median(p99s)),
-            ratio(median(p99s), shared_p99)
+            ms(*p50),
+            ms(*p99),
+            ratio(*p99, shared_p99),
+            whole_ms(*wall)
         );
     }
-    println!("   (median over 3 runs of each run's p50 and p99)");
+    println!(
+        "   (median over 3 runs of each run's p50 and p99; a probe pauses 20 ms between calls)"
+    );
     println!();
 }
 

@@ -119,9 +119,9 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let start = Instant::now();
     let depth = check_depth(call)?;
     let path = resolve_program(call)?;
-    let backend = || backend_of(&path);
+    let backend = backend_of(&path);
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
-    let kind = classify::classify(&call.name, &call.args, backend(), posixly_correct);
+    let kind = classify::classify(&call.name, &call.args, backend, posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
     let program = |env| Program {
         path: &path,
@@ -130,7 +130,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         env,
     };
 
-    if runs_in_our_place(&kind, backend(), config.verbose) {
+    if runs_in_our_place(&kind, backend, config.verbose) {
         let e = run::exec(&program(&env));
         return Err(spawn_failure(&path, e));
     }

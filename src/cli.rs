@@ -79,7 +79,7 @@ pub fn command() -> Command {
         )
         .subcommand(
             Command::new("stats")
-                .about("Summarise the log: calls, failures, retries, lock waits, slowest callers")
+                .about("Summarise the log: events by kind, rescued retries, lock waits, slowest callers")
                 .arg(
                     Arg::new("since")
                         .long("since")
@@ -87,7 +87,8 @@ pub fn command() -> Command {
                         .value_parser(humantime::parse_duration)
                         .help("Only the last DURATION (e.g. 1h, 30min, 2days)"),
                 )
-                .arg(path("log-file", "Read this log file instead of the configured one or journald")),
+                .arg(path("log-file", "Read this log file instead of the configured one or journald"))
+                .arg(flag("json", "Print the summary as JSON, for scripts")),
         )
 }
 
@@ -233,6 +234,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         Some(("stats", m)) => Action::Stats(crate::admin::stats::Options {
             since: m.get_one::<std::time::Duration>("since").copied(),
             log_file: m.get_one::<PathBuf>("log-file").cloned(),
+            json: m.get_flag("json"),
         }),
         Some((name, sub)) => {
             let mut argv = vec![OsString::from(name)];

@@ -1,6 +1,7 @@
-//! `xtlock stats`: what the log says about recent calls: how many, how many failed, what
-//! retries rescued, how long calls waited for the lock, and who waited longest. Reads the
-//! log file when one is set, else journald (`journalctl -t xtlock`).
+//! `xtlock stats`: what the log says about recent calls: events by kind (answers and
+//! refusals apart from retries, give-ups and lock timeouts), what retries rescued, how
+//! long calls waited for the lock, and who waited longest. Reads the log file when one
+//! is set, else the journal's structured entries (`journalctl -t xtlock -o json`).
 
 use crate::status::Failure;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -11,9 +12,11 @@ use std::time::{Duration, SystemTime};
 pub struct Options {
     pub since: Option<Duration>,
     pub log_file: Option<PathBuf>,
+    pub json: bool,
 }
 
-/// One line of xtlock's log: the xtlock pid, the time (log file only) and the fields.
+/// One event of xtlock's log: the xtlock pid, the time (when known) and the fields
+/// (`event` first).
 #[derive(Debug, PartialEq)]
 pub struct LogLine {
     pub pid: u32,
@@ -30,8 +33,8 @@ impl LogLine {
     }
 }
 
-/// Parse a log-file line (`TIME xtlock[PID]: SEVERITY: event=...`) or a syslog/journal
-/// line (`... xtlock[PID]: event=...`).
+/// Parse a log-file line (`TIME xtlock[PID]: SEVERITY: event=...`) or a syslog line
+/// (`... xtlock[PID]: event=...`).
 pub fn parse_line(line: &str) -> Option<LogLine> {
     let start = line.find("xtlock[")?;
     let rest = &line[start + "xtlock[".len()..];
@@ -55,22 +58,64 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
     })
 }
 
+/// Parse one entry of `journalctl -o json`: xtlock's own `XTLOCK_*` fields, with the
+/// pid and time journald recorded. A value journalctl could not print as text comes
+/// as an array of bytes.
+pub fn parse_journal_entry(line: &str) -> Option<LogLine> {
+    let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+    let object = entry.as_object()?;
+    let text = |value: &serde_json::Value| -> Option<String> {
+        match value {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(bytes) => {
+                let bytes: Option<Vec<u8>> =
+                    bytes.iter().map(|b| b.as_u64().map(|b| b as u8)).collect();
+                Some(String::from_utf8_lossy(&bytes?).into_owned())
+            }
+            _ => None,
+        }
+    };
+    let event = text(object.get("XTLOCK_EVENT")?)?;
+    let mut fields = vec![("event".to_string(), event)];
+    for (key, value) in object {
+        if let Some(name) = key.strip_prefix("XTLOCK_")
+            && name != "EVENT"
+            && let Some(value) = text(value)
+        {
+            fields.push((name.to_ascii_lowercase(), value));
+        }
+    }
+    let micros: Option<u64> = object
+        .get("__REALTIME_TIMESTAMP")
+        .and_then(text)?
+        .parse()
+        .ok();
+    Some(LogLine {
+        pid: object.get("_PID").and_then(text)?.parse().ok()?,
+        time: micros.map(|us| SystemTime::UNIX_EPOCH + Duration::from_micros(us)),
+        fields,
+    })
+}
+
 pub fn stats(options: &Options) -> Result<u8, Failure> {
-    let (source, text) = read_log(options)?;
+    let (source, lines) = read_log(options)?;
     let cutoff = options.since.map(|d| SystemTime::now() - d);
-    let lines: Vec<LogLine> = text
-        .lines()
-        .filter_map(parse_line)
+    let lines: Vec<LogLine> = lines
+        .into_iter()
         .filter(|l| match (cutoff, l.time) {
             (Some(cutoff), Some(time)) => time >= cutoff,
             _ => true,
         })
         .collect();
-    print!("{}", summarize(&source, &lines));
+    let summary = summarize(&lines);
+    match options.json {
+        true => println!("{}", summary.to_json(&source)),
+        false => print!("{}", summary.to_table(&source)),
+    }
     Ok(0)
 }
 
-fn read_log(options: &Options) -> Result<(String, String), Failure> {
+fn read_log(options: &Options) -> Result<(String, Vec<LogLine>), Failure> {
     if let Some(file) = &options.log_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Failure::Own(format!(
@@ -79,18 +124,20 @@ fn read_log(options: &Options) -> Result<(String, String), Failure> {
                 crate::lock::errno_text(&e)
             ))
         })?;
-        return Ok((file.display().to_string(), text));
+        let lines = text.lines().filter_map(parse_line).collect();
+        return Ok((file.display().to_string(), lines));
     }
     let mut journal = Command::new("journalctl");
-    journal.args(["-t", "xtlock", "-o", "short", "--no-pager"]);
+    journal.args(["-t", "xtlock", "-o", "json", "--no-pager", "-q"]);
     if let Some(since) = options.since {
         journal.arg(format!("--since=-{}s", since.as_secs()));
     }
     match journal.output() {
-        Ok(out) if out.status.success() => Ok((
-            "journald".into(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )),
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let lines = text.lines().filter_map(parse_journal_entry).collect();
+            Ok(("journald".into(), lines))
+        }
         _ => Err(Failure::Own(
             "no log to read: no log_file is set and journalctl gave nothing; use --log-file PATH"
                 .into(),
@@ -98,46 +145,130 @@ fn read_log(options: &Options) -> Result<(String, String), Failure> {
     }
 }
 
-/// The report, from parsed lines (pure, for tests).
-pub fn summarize(source: &str, lines: &[LogLine]) -> String {
-    let mut out = format!("source: {source}, {} events\n", lines.len());
-    let count = |event: &str| {
+/// What the log says, counted.
+#[derive(Debug, Default, PartialEq)]
+pub struct Summary {
+    pub events: usize,
+    /// Every event kind and its count.
+    pub by_kind: BTreeMap<String, usize>,
+    /// Calls that were retried, and how many of them ended in success.
+    pub retried_calls: usize,
+    pub rescued_calls: usize,
+    /// Lock wait per call (ms): the largest its events report.
+    pub wait_p50: Option<u64>,
+    pub wait_p99: Option<u64>,
+    pub wait_max: Option<u64>,
+    pub waits: usize,
+    /// (caller, longest ms, events), longest first, at most 5.
+    pub slowest: Vec<(String, u64, usize)>,
+}
+
+impl Summary {
+    fn count(&self, kind: &str) -> usize {
+        self.by_kind.get(kind).copied().unwrap_or(0)
+    }
+
+    pub fn to_table(&self, source: &str) -> String {
+        let mut out = format!("source: {source}, {} events\n\n", self.events);
+        let rows = [
+            ("calls", "call", "every call (verbose only)"),
+            ("answers", "answer", "-C said absent (verbose only)"),
+            ("refusals", "failed", "the program's own error (exit 1-3)"),
+            ("retries", "retry", "a transient failure, run again"),
+            ("gave up", "gave-up", "still transient after the retries"),
+            (
+                "not retried",
+                "not-retried",
+                "transient, but a replay was unsafe",
+            ),
+            (
+                "lock timeouts",
+                "lock-failed",
+                "xtlock's lock not had in time",
+            ),
+            ("killed", "killed", "the program died by a signal"),
+            (
+                "unlocked",
+                "unlocked",
+                "caller may not open the lock: ran bare",
+            ),
+            (
+                "xtlock errors",
+                "xtlock-failed",
+                "xtlock's own failure (125-127)",
+            ),
+            ("slow waits", "slow-wait", "waited over 1 s for the lock"),
+        ];
+        out += &format!("{:<14} {:>7}  {}\n", "events", "count", "meaning");
+        for (label, kind, meaning) in rows {
+            out += &format!("{label:<14} {:>7}  {meaning}\n", self.count(kind));
+        }
+        out += &format!(
+            "\nrescued: {} of {} retried calls succeeded\n",
+            self.rescued_calls, self.retried_calls
+        );
+        match (self.wait_p50, self.wait_p99, self.wait_max) {
+            (Some(p50), Some(p99), Some(max)) => {
+                out += &format!(
+                    "lock wait over {} calls: p50 {p50} ms, p99 {p99} ms, max {max} ms\n",
+                    self.waits
+                )
+            }
+            _ => out += "lock wait: no figures (verbose logs every call's)\n",
+        }
+        if !self.slowest.is_empty() {
+            out += "\nslowest callers      ms  events  caller\n";
+            for (caller, ms, n) in &self.slowest {
+                out += &format!("{:>21} {n:>7}  {caller}\n", ms);
+            }
+        }
+        out
+    }
+
+    pub fn to_json(&self, source: &str) -> String {
+        let slowest: Vec<serde_json::Value> = self
+            .slowest
+            .iter()
+            .map(|(caller, ms, n)| serde_json::json!({"caller": caller, "ms": ms, "events": n}))
+            .collect();
+        serde_json::json!({
+            "source": source,
+            "events": self.events,
+            "by_kind": self.by_kind,
+            "retried_calls": self.retried_calls,
+            "rescued_calls": self.rescued_calls,
+            "lock_wait_ms": {"calls": self.waits, "p50": self.wait_p50, "p99": self.wait_p99, "max": self.wait_max},
+            "slowest_callers": slowest,
+        })
+        .to_string()
+    }
+}
+
+/// Count the events (pure, for tests).
+pub fn summarize(lines: &[LogLine]) -> Summary {
+    let mut summary = Summary {
+        events: lines.len(),
+        ..Summary::default()
+    };
+    for line in lines {
+        if let Some(kind) = line.get("event") {
+            *summary.by_kind.entry(kind.to_string()).or_default() += 1;
+        }
+    }
+    let pids_of = |kind: &str| -> HashSet<u32> {
         lines
             .iter()
-            .filter(|l| l.get("event") == Some(event))
-            .count()
+            .filter(|l| l.get("event") == Some(kind))
+            .map(|l| l.pid)
+            .collect()
     };
-    let calls = count("call");
-    if calls > 0 {
-        out += &format!("calls: {calls}\n");
-    } else {
-        out += "calls: not logged (set verbose = true to log every call)\n";
-    }
-    let failed = count("failed") + count("gave-up") + count("not-retried") + count("lock-failed");
-    out += &format!(
-        "failures: {failed} (failed {}, gave up after retries {}, not retried as unsafe {}, lock not had {})\n",
-        count("failed"),
-        count("gave-up"),
-        count("not-retried"),
-        count("lock-failed")
-    );
-    let retried: HashSet<u32> = lines
+    let retried = pids_of("retry");
+    let unrescued: HashSet<u32> = ["gave-up", "failed", "not-retried", "killed"]
         .iter()
-        .filter(|l| l.get("event") == Some("retry"))
-        .map(|l| l.pid)
+        .flat_map(|kind| pids_of(kind))
         .collect();
-    let gave_up: HashSet<u32> = lines
-        .iter()
-        .filter(|l| l.get("event") == Some("gave-up"))
-        .map(|l| l.pid)
-        .collect();
-    out += &format!(
-        "retries: {} in {} calls; rescued: {} calls succeeded after a retry\n",
-        count("retry"),
-        retried.len(),
-        retried.difference(&gave_up).count()
-    );
-    // Wait times: one per call (the largest its lines report).
+    summary.retried_calls = retried.len();
+    summary.rescued_calls = retried.difference(&unrescued).count();
     let mut wait_by_call: HashMap<u32, u64> = HashMap::new();
     for line in lines {
         if let Some(ms) = line.get("wait_ms").and_then(|v| v.parse::<u64>().ok()) {
@@ -147,19 +278,14 @@ pub fn summarize(source: &str, lines: &[LogLine]) -> String {
     }
     let mut waits: Vec<u64> = wait_by_call.values().copied().collect();
     waits.sort_unstable();
-    if waits.is_empty() {
-        out += "lock wait: no figures\n";
-    } else {
+    if !waits.is_empty() {
         let pick = |q: f64| waits[((waits.len() - 1) as f64 * q).round() as usize];
-        out += &format!(
-            "lock wait ms over {} calls: p50 {} p99 {} max {}\n",
-            waits.len(),
-            pick(0.5),
-            pick(0.99),
-            waits[waits.len() - 1]
-        );
+        summary.wait_p50 = Some(pick(0.5));
+        summary.wait_p99 = Some(pick(0.99));
+        summary.wait_max = waits.last().copied();
+        summary.waits = waits.len();
     }
-    let mut by_caller: BTreeMap<String, (u64, u32)> = BTreeMap::new();
+    let mut by_caller: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     for line in lines {
         let Some(caller) = line.get("caller") else {
             continue;
@@ -172,15 +298,14 @@ pub fn summarize(source: &str, lines: &[LogLine]) -> String {
         entry.0 = entry.0.max(ms);
         entry.1 += 1;
     }
-    let mut slowest: Vec<(String, (u64, u32))> = by_caller.into_iter().collect();
-    slowest.sort_by_key(|(_, (ms, _))| std::cmp::Reverse(*ms));
-    if !slowest.is_empty() {
-        out += "slowest callers (longest ms, events):\n";
-        for (caller, (ms, n)) in slowest.iter().take(5) {
-            out += &format!("  {ms:>7} ms {n:>5}  {caller}\n");
-        }
-    }
-    out
+    let mut slowest: Vec<(String, u64, usize)> = by_caller
+        .into_iter()
+        .map(|(caller, (ms, n))| (caller, ms, n))
+        .collect();
+    slowest.sort_by_key(|(_, ms, _)| std::cmp::Reverse(*ms));
+    slowest.truncate(5);
+    summary.slowest = slowest;
+    summary
 }
 
 #[cfg(test)]
@@ -204,6 +329,19 @@ mod tests {
     }
 
     #[test]
+    fn parses_journal_entries() {
+        let entry = r#"{"__REALTIME_TIMESTAMP":"1764135287336000","_PID":"5481","MESSAGE":"event=retry","PRIORITY":"4","XTLOCK_EVENT":"retry","XTLOCK_PROG":"iptables","XTLOCK_STDERR":[105,112,10],"XTLOCK_WAIT_MS":"3"}"#;
+        let line = parse_journal_entry(entry).unwrap();
+        assert_eq!(line.pid, 5481);
+        assert_eq!(line.get("event"), Some("retry"));
+        assert_eq!(line.get("stderr"), Some("ip\n"));
+        assert_eq!(line.get("wait_ms"), Some("3"));
+        assert!(line.time.is_some());
+        assert_eq!(parse_journal_entry(r#"{"MESSAGE":"other"}"#), None);
+        assert_eq!(parse_journal_entry("not json"), None);
+    }
+
+    #[test]
     fn summary_counts() {
         let text = "\
 t xtlock[1]: warning: event=retry wait_ms=5 caller=a
@@ -212,19 +350,22 @@ t xtlock[2]: warning: event=retry wait_ms=0 caller=b
 t xtlock[2]: error: event=gave-up wait_ms=0 caller=b
 t xtlock[2]: info: event=call status=4 wait_ms=0 total_ms=900 caller=b
 t xtlock[3]: info: event=call status=0 wait_ms=100 total_ms=120 caller=c
+t xtlock[4]: info: event=failed status=1 caller=d
+t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
 ";
         let lines: Vec<LogLine> = text.lines().filter_map(parse_line).collect();
-        let report = summarize("test", &lines);
-        assert!(report.contains("calls: 3\n"), "{report}");
-        assert!(report.contains("failures: 1 "), "{report}");
-        assert!(
-            report.contains("retries: 2 in 2 calls; rescued: 1 calls"),
-            "{report}"
-        );
-        assert!(report.contains("p50 5 p99 100 max 100"), "{report}");
-        assert!(
-            report.contains("900 ms") && report.find("900 ms") < report.find("120 ms"),
-            "{report}"
-        );
+        let summary = summarize(&lines);
+        assert_eq!((summary.retried_calls, summary.rescued_calls), (2, 1));
+        assert_eq!(summary.by_kind["failed"], 1);
+        assert_eq!(summary.by_kind["lock-failed"], 1);
+        assert_eq!((summary.wait_p50, summary.wait_max), (Some(5), Some(30000)));
+        let table = summary.to_table("test");
+        assert!(table.contains("refusals             1"), "{table}");
+        assert!(table.contains("lock timeouts        1"), "{table}");
+        assert!(table.contains("rescued: 1 of 2 retried calls"), "{table}");
+        let json: serde_json::Value = serde_json::from_str(&summary.to_json("test")).unwrap();
+        assert_eq!(json["by_kind"]["retry"], 2);
+        assert_eq!(json["rescued_calls"], 1);
+        assert_eq!(json["lock_wait_ms"]["max"], 30000);
     }
 }
