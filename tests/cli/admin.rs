@@ -253,15 +253,22 @@ fn stats_summarise_the_log_file() {
     let out = run(sb.xtlock().args(["stats", "--since", "1h"]));
     let report = String::from_utf8_lossy(&out.stdout);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(report.contains("calls: 5\n"), "{report}");
-    assert!(report.contains("failures: 1 (failed 1,"), "{report}");
+    assert!(report.contains("\ncalls                5 "), "{report}");
+    assert!(report.contains("\nrefusals             1 "), "{report}");
+    assert!(report.contains("\nretries              1 "), "{report}");
     assert!(
-        report.contains("retries: 1 in 1 calls; rescued: 1 calls"),
+        report.contains("rescued: 1 of 1 retried calls succeeded"),
         "{report}"
     );
-    assert!(
-        report.contains("lock wait ms over 5 calls: p50 "),
-        "{report}"
+    assert!(report.contains("lock wait over 5 calls: p50 "), "{report}");
+    let json = run(sb.xtlock().args(["stats", "--json"]));
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(
+        (
+            json["by_kind"]["call"].as_u64(),
+            json["rescued_calls"].as_u64()
+        ),
+        (Some(5), Some(1))
     );
 }
 

@@ -146,3 +146,10 @@ echo "mode=$mode jails=$jails missing=$missing duplicated=$duplicated errors=$er
 if [ "$errors" -gt 0 ]; then
     grep ' ERROR ' $base/fail2ban.log | head -3 >&2
 fi
+# What xtlock logged, by severity and by event (for the README and the notes).
+if [ -s $base/xtlock.log ]; then
+    printf 'xtlock_log:'
+    for sev in info notice warning error; do printf ' %s=%s' $sev "$(grep -c "]: $sev: " $base/xtlock.log || true)"; done
+    echo
+    sed -n 's/.*]: [a-z]*: event=\([a-z-]*\).*/\1/p' $base/xtlock.log | sort | uniq -c | sed 's/^/xtlock_events: /'
+fi

@@ -109,6 +109,19 @@ healthy)
     [ -z "$loud" ] || fail "logged at notice or above: $loud"
     [ "$(journalctl -t xtlock --no-pager -q XTLOCK_EVENT=failed | wc -l)" = 3 ] || fail "refusals not logged at info"
     ;;
+demo)
+    # For README's Log section: what an admin sees (not a test).
+    iptables -w -I INPUT -s 192.0.2.1 -j DROP eagain-once
+    iptables -N exists
+    iptables -w -I INPUT -s 192.0.2.2 -j DROP eagain-always
+    sync_journal
+    echo '$ journalctl -t xtlock'
+    journalctl -t xtlock --no-pager -q -o short | sed 's/^[A-Z][a-z][a-z] [ 0-9]* [0-9:]* [^ ]* /... /'
+    echo '$ journalctl -t xtlock XTLOCK_EVENT=gave-up -o verbose'
+    journalctl -t xtlock --no-pager -q -o verbose XTLOCK_EVENT=gave-up | grep -E '^ +(PRIORITY|SYSLOG_IDENTIFIER|XTLOCK_)'
+    echo '$ xtlock stats'
+    "$xtlock" stats
+    ;;
 *) fail "unknown case" ;;
 esac
 echo "case=$case ok"
