@@ -91,6 +91,16 @@ pub fn wait_for_nested_calls(file: &File) {
 mod tests {
     use super::*;
 
+    fn open_rw(path: &std::path::Path) -> File {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .unwrap()
+    }
+
     #[test]
     fn depth_parse() {
         assert_eq!(depth(None), 0);
@@ -103,15 +113,7 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .unwrap()
-        };
+        let open = || open_rw(&path);
         let holder = open();
         holder.lock().unwrap(); // held by us: we are not our own ancestor
         let meta = holder.metadata().unwrap();
@@ -126,15 +128,7 @@ mod tests {
     fn a_holder_waits_for_its_nested_calls() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let open = || {
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .unwrap()
-        };
+        let open = || open_rw(&path);
         let nested = open();
         assert!(ofd_lock(&nested, libc::F_RDLCK as libc::c_short, false));
         let holder = open();

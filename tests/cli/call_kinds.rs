@@ -3,24 +3,13 @@
 //! iptables cannot give on demand; tests/inputs/cases.sh runs the real one).
 
 use crate::common::*;
-use std::io::Write;
+use std::io::Write as _;
 use std::process::Stdio;
 
 const RULES: &[u8] = b"*filter\n:f2b-sshd - [0:0]\n-A f2b-sshd -j RETURN\nCOMMIT\n";
 const COMMIT_FAILED: &str = "iptables-restore: line 4 failed\n";
 const LOCK_BUSY: &str =
     "Another app is currently holding the xtables lock. Stopped waiting after 1s.\n";
-
-fn with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input);
-    drop(stdin);
-    child.wait_with_output().unwrap()
-}
 
 /// Case 2: a script whose own output looks like iptables' EAGAIN is run once.
 #[test]

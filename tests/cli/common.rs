@@ -330,3 +330,26 @@ pub fn mkfifo(path: &Path) {
         path.display()
     );
 }
+
+/// Run `cmd` with `input` on its stdin, stdout and stderr captured.
+pub fn with_input(cmd: &mut std::process::Command, input: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let _ = stdin.write_all(input);
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// A scenario script's `case=NAME ok` line, or a panic with all it printed.
+pub fn assert_case_ok(name: &str, out: &std::process::Output) {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains(&format!("case={name} ok")),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -35,12 +35,7 @@ fn case(name: &str) {
         .env_remove("XTLOCK_DEPTH")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("case={name} ok")),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_case_ok(name, &out);
 }
 
 #[test]

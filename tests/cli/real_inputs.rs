@@ -15,12 +15,7 @@ fn case(name: &str) {
     }
     let bin = xtlock_bin();
     let out = run_in_private_namespace("inputs/cases.sh", &[bin.as_os_str(), OsStr::new(name)]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains(&format!("case={name} ok")),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_case_ok(name, &out);
 }
 
 #[test]

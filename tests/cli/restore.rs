@@ -2,8 +2,6 @@
 //! only when the replay is idempotent (no --noflush), and never past the size limit.
 
 use crate::common::*;
-use std::io::Write;
-use std::process::Stdio;
 
 const RULES: &[u8] = b"*filter\n:f2b-sshd - [0:0]\n-A f2b-sshd -j RETURN\nCOMMIT\n";
 const COMMIT_FAILED: &str = "iptables-restore: line 4 failed\n";
@@ -17,15 +15,8 @@ fn restore(
     let mut cmd = sb.shim("iptables-restore");
     cmd.args(args)
         .envs(envs.iter().copied())
-        .env("FAKE_STDIN_DIR", sb.path("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let _ = stdin.write_all(input);
-    drop(stdin);
-    child.wait_with_output().unwrap()
+        .env("FAKE_STDIN_DIR", sb.path("state"));
+    with_input(&mut cmd, input)
 }
 
 #[test]
