@@ -147,10 +147,15 @@ pub struct Cli {
 pub enum Action {
     /// PROGRAM and its ARGS.
     Run(Vec<OsString>),
-    Install(crate::admin::install::Options),
-    Uninstall(crate::admin::install::Options),
-    Divert(crate::admin::divert::Options),
-    Undivert(crate::admin::divert::Options),
+    /// Shims and the fail2ban file (`install`), then the diversions (`divert`).
+    Install(
+        crate::admin::install::Options,
+        Option<crate::admin::divert::Options>,
+    ),
+    Uninstall(
+        crate::admin::install::Options,
+        Option<crate::admin::divert::Options>,
+    ),
     Doctor(crate::admin::doctor::Options),
     Stats(crate::admin::stats::Options),
     Nothing,
@@ -166,9 +171,14 @@ fn divert_options(m: &ArgMatches) -> crate::admin::divert::Options {
     }
 }
 
+/// `--divert` alone touches no shim directory; with `--dir` it does both. Every
+/// option given is carried out: none is silently dropped.
 fn install_options(m: &ArgMatches) -> crate::admin::install::Options {
+    let dir_given = m.value_source("dir") == Some(clap::parser::ValueSource::CommandLine);
     crate::admin::install::Options {
-        dir: m.get_one::<PathBuf>("dir").cloned().unwrap_or_default(),
+        dir: (dir_given || !m.get_flag("divert"))
+            .then(|| m.get_one::<PathBuf>("dir").cloned())
+            .flatten(),
         fail2ban_dir: m.get_flag("fail2ban").then(|| {
             m.get_one::<PathBuf>("fail2ban-dir")
                 .cloned()
@@ -217,10 +227,14 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
         }
     };
     let action = match matches.subcommand() {
-        Some(("install", m)) if m.get_flag("divert") => Action::Divert(divert_options(m)),
-        Some(("uninstall", m)) if m.get_flag("divert") => Action::Undivert(divert_options(m)),
-        Some(("install", m)) => Action::Install(install_options(m)),
-        Some(("uninstall", m)) => Action::Uninstall(install_options(m)),
+        Some(("install", m)) => Action::Install(
+            install_options(m),
+            m.get_flag("divert").then(|| divert_options(m)),
+        ),
+        Some(("uninstall", m)) => Action::Uninstall(
+            install_options(m),
+            m.get_flag("divert").then(|| divert_options(m)),
+        ),
         Some(("doctor", m)) => Action::Doctor(crate::admin::doctor::Options {
             fail2ban_dir: m
                 .get_one::<PathBuf>("fail2ban-dir")

@@ -70,10 +70,14 @@ fn run_own(args: Vec<OsString>) -> Result<Exit, Failure> {
         cli::Action::Run(program_and_args) => {
             return run_call(cli::to_call(program_and_args), cli.options);
         }
-        cli::Action::Install(options) => admin::install::install(&options),
-        cli::Action::Uninstall(options) => admin::install::uninstall(&options),
-        cli::Action::Divert(options) => admin::divert::install(&options),
-        cli::Action::Undivert(options) => admin::divert::uninstall(&options),
+        cli::Action::Install(shims, divert) => {
+            let diverted = divert.map_or(Ok(0), |d| admin::divert::install(&d))?;
+            admin::install::install(&shims).map(|status| status.max(diverted))
+        }
+        cli::Action::Uninstall(shims, divert) => {
+            let undiverted = divert.map_or(Ok(0), |d| admin::divert::uninstall(&d))?;
+            admin::install::uninstall(&shims).map(|status| status.max(undiverted))
+        }
         cli::Action::Doctor(options) => admin::doctor::doctor(&options),
         cli::Action::Stats(mut options) => {
             if options.log_file.is_none() {

@@ -9,7 +9,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct Options {
-    pub dir: PathBuf,
+    /// Where the shims go; None: no shims (`install --divert` alone).
+    pub dir: Option<PathBuf>,
     pub fail2ban_dir: Option<PathBuf>,
     pub dry_run: bool,
 }
@@ -28,11 +29,27 @@ pub fn fail2ban_local(xtlock: &Path) -> String {
 pub fn install(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(Failure::Own)?;
     let me = super::me()?;
-    let path_var = std::env::var("PATH").unwrap_or_default();
-    let dir = &options.dir;
     let mut out = std::io::stdout().lock();
+    let mut problems = match &options.dir {
+        Some(dir) => install_shims(dir, &own, &me, options.dry_run, &mut out)?,
+        None => 0,
+    };
+    if let Some(fail2ban_dir) = &options.fail2ban_dir {
+        problems += install_fail2ban(fail2ban_dir, &own, options.dry_run, &mut out);
+    }
+    Ok(if problems == 0 { 0 } else { 1 })
+}
+
+fn install_shims(
+    dir: &Path,
+    own: &Path,
+    me: &SelfIdentity,
+    dry_run: bool,
+    out: &mut impl Write,
+) -> Result<u32, Failure> {
+    let path_var = std::env::var("PATH").unwrap_or_default();
     let mut problems = 0;
-    if !dir.is_dir() && !options.dry_run {
+    if !dir.is_dir() && !dry_run {
         std::fs::create_dir_all(dir).map_err(|e| {
             Failure::Own(format!(
                 "cannot create {}: {}",
@@ -44,8 +61,8 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
     for tool in TOOLS {
         let link = dir.join(tool);
         // A tool "exists on the host" if a real one is in PATH (the shim dir aside).
-        let real = real_tool(tool, &path_var, dir, &me);
-        if is_xtlock_link(&link, &me) {
+        let real = real_tool(tool, &path_var, dir, me);
+        if is_xtlock_link(&link, me) {
             let _ = writeln!(out, "already linked {}", link.display());
             continue;
         }
@@ -59,7 +76,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             continue;
         }
         let Some(real) = real else { continue };
-        if options.dry_run {
+        if dry_run {
             let _ = writeln!(
                 out,
                 "would link {} -> {} (for {})",
@@ -69,7 +86,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             );
             continue;
         }
-        match std::os::unix::fs::symlink(&own, &link) {
+        match std::os::unix::fs::symlink(own, &link) {
             Ok(()) => {
                 let _ = writeln!(
                     out,
@@ -97,10 +114,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             eprintln!("xtlock: warning: {warning} ({label})");
         }
     }
-    if let Some(fail2ban_dir) = &options.fail2ban_dir {
-        problems += install_fail2ban(fail2ban_dir, &own, options.dry_run, &mut out);
-    }
-    Ok(if problems == 0 { 0 } else { 1 })
+    Ok(problems)
 }
 
 /// The real program `tool` resolves to with `dir` (our shims) taken out of PATH.
@@ -198,8 +212,8 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
     let me = super::me()?;
     let mut out = std::io::stdout().lock();
     let mut problems = 0;
-    for tool in TOOLS {
-        let link = options.dir.join(tool);
+    let shim_dir = options.dir.as_deref();
+    for link in TOOLS.iter().filter_map(|tool| Some(shim_dir?.join(tool))) {
         if !is_xtlock_link(&link, &me) {
             continue;
         }

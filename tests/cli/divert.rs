@@ -184,3 +184,65 @@ fn doctor_notices_an_undone_diversion() {
         "{report}"
     );
 }
+
+/// Issue 10: options compose. `--divert --fail2ban` writes (and removes) the fail2ban
+/// file too; `--divert --dir` makes (and removes) shims too; nothing is dropped.
+#[test]
+fn divert_composes_with_fail2ban_and_dir() {
+    if !have_dpkg_divert() {
+        return;
+    }
+    let root = Root::new();
+    let f2b = root.sb.path("action.d");
+    let shims = root.sb.path("shims");
+    std::fs::create_dir_all(&f2b).unwrap();
+    let (f2b_s, shims_s) = (f2b.to_str().unwrap(), shims.to_str().unwrap());
+    let out = root.xtlock(&[
+        "install",
+        "--divert",
+        "--fail2ban",
+        "--fail2ban-dir",
+        f2b_s,
+        "--dir",
+        shims_s,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(f2b.join("iptables.local").exists(), "fail2ban file written");
+    assert!(
+        std::fs::symlink_metadata(shims.join("iptables")).is_ok(),
+        "shims made"
+    );
+    assert!(
+        std::fs::symlink_metadata(root.sbin("iptables-legacy.xtlock-real")).is_ok(),
+        "diverted"
+    );
+    let out = root.xtlock(&[
+        "uninstall",
+        "--divert",
+        "--fail2ban",
+        "--fail2ban-dir",
+        f2b_s,
+        "--dir",
+        shims_s,
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(
+        !f2b.join("iptables.local").exists(),
+        "fail2ban file removed"
+    );
+    assert!(
+        std::fs::symlink_metadata(shims.join("iptables")).is_err(),
+        "shims removed"
+    );
+    assert!(
+        std::fs::symlink_metadata(root.sbin("iptables-legacy.xtlock-real")).is_err(),
+        "undiverted"
+    );
+    // --divert alone leaves the default shim directory alone.
+    let out = root.xtlock(&["install", "--divert", "--dry-run"]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("/usr/local/sbin"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

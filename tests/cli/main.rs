@@ -13,6 +13,7 @@ mod lifetime;
 mod lock;
 mod logging;
 mod nesting;
+mod package;
 mod passthrough;
 mod properties;
 mod reads;

@@ -1,0 +1,146 @@
+//! Issue 10: the .deb through its whole life, in a disposable root
+//! (tests/package/lifecycle.sh): install, `install --fail2ban --divert`, calls by
+//! absolute path through xtlock, update-alternatives both ways, an iptables reinstall,
+//! an upgrade of xtlock, then `dpkg -r`, `dpkg -P`, `apt-get remove` and a removal whose
+//! prerm could not run; after each, every tool works and nothing of xtlock's is left;
+//! the round trip leaves /usr/sbin and the diversions as they were. The host's own
+//! /usr/sbin, alternatives and diversions are compared before and after.
+
+use crate::common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The .deb: XTLOCK_DEB (.ci/run builds it), else built here with cargo-deb in a
+/// target directory of its own.
+fn package() -> Option<PathBuf> {
+    if let Some(deb) = std::env::var_os("XTLOCK_DEB") {
+        return Some(PathBuf::from(deb));
+    }
+    if !require("cargo-deb", have("cargo-deb")) {
+        return None;
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb");
+    let cargo = std::env::var_os("CARGO").unwrap_or("cargo".into());
+    let ok = Command::new(&cargo)
+        .args(["run", "-q", "--example", "manpage"])
+        .current_dir(manifest)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "the man page was not built");
+    let out = Command::new(&cargo)
+        .args(["deb", "--target-dir"])
+        .arg(&target)
+        .current_dir(manifest)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo deb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    Some(PathBuf::from(path))
+}
+
+/// The iptables package, to reinstall it inside the disposable root.
+fn iptables_package() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("iptables-deb");
+    std::fs::create_dir_all(&dir).unwrap();
+    let found = || {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+    };
+    if found().is_none() {
+        let _ = Command::new("apt-get")
+            .args(["download", "-q", "iptables"])
+            .current_dir(&dir)
+            .output();
+    }
+    let deb = found();
+    require("apt-get download iptables", deb.is_some()).then(|| deb.unwrap())
+}
+
+/// What the host must still have afterwards.
+fn host_state() -> String {
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            "cd /usr/sbin && for f in *; do if [ -L \"$f\" ]; then echo \"$f -> $(readlink \"$f\")\"; else echo \"$f $(stat -c %s:%Y \"$f\")\"; fi; done; \
+             ls -l /etc/alternatives | sed 1d; dpkg-divert --list '*' | sort; dpkg -s xtlock 2>&1 | head -2",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_package_keeps_the_firewall_working_through_its_whole_life() {
+    if !require("root", is_root())
+        || !require("unshare", have("unshare"))
+        || !require("dpkg-divert", have("dpkg-divert"))
+        || !require("iptables", have("iptables-legacy"))
+    {
+        return;
+    }
+    let (Some(deb), Some(iptables)) = (package(), iptables_package()) else {
+        return;
+    };
+    let before = host_state();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/package/lifecycle.sh");
+    let out = Command::new("timeout")
+        .args([
+            "900",
+            "unshare",
+            "-m",
+            "-n",
+            "-p",
+            "-f",
+            "--mount-proc",
+            "bash",
+        ])
+        .arg(script)
+        .arg(&deb)
+        .arg(&iptables)
+        .env(
+            "HOST_MNTNS",
+            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
+        )
+        .env(
+            "HOST_NETNS",
+            std::fs::read_link("/proc/self/ns/net").unwrap(),
+        )
+        .env_remove("XTLOCK_HOLDER")
+        .env_remove("XTLOCK_DEPTH")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success() && stdout.lines().any(|l| l == "step=round-trip ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for step in [
+        "remove-clean",
+        "purge-clean",
+        "apt-remove-clean",
+        "backstop-clean",
+        "xtlock-upgrade-through",
+    ] {
+        assert!(
+            stdout.contains(&format!("step={step} ok")),
+            "no {step}: {stdout}"
+        );
+    }
+    assert_eq!(host_state(), before, "the host changed");
+}
