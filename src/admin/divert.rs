@@ -30,6 +30,8 @@ pub const ALTERNATIVES: &[&str] = &[
     "ip6tables",
     "ip6tables-restore",
     "ip6tables-save",
+    "ebtables",
+    "arptables",
 ];
 const SBIN: &str = "/usr/sbin";
 

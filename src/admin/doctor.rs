@@ -54,6 +54,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
     }
 
     let mut shimmed_iptables = false;
+    let mut bypassed = Vec::new();
     for tool in TOOLS {
         let Some(first) = first_in_path(tool, &path_var) else {
             continue;
@@ -68,7 +69,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
                 continue;
             }
         };
-        let backend = backend_of(&real);
+        let backend = backend_of(&real, tool);
         if is_xtlock_link(&first, &me) {
             shimmed_iptables |= *tool == "iptables";
             report.ok(format!(
@@ -76,14 +77,15 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
                 first.display(),
                 real.display()
             ));
+        } else if matches!(me.probe(&first), crate::resolve::Candidate::Diverted(_)) {
+            shimmed_iptables |= *tool == "iptables";
+            report.ok(format!(
+                "{tool}: {} reaches xtlock (diverted), real {} ({backend})",
+                first.display(),
+                real.display()
+            ));
         } else {
-            report.problem(
-                format!(
-                    "{tool}: {} ({backend}) comes first in PATH, not an xtlock shim",
-                    first.display()
-                ),
-                "`xtlock install --dir DIR` with DIR before it in PATH",
-            );
+            bypassed.push(*tool);
         }
         if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| is_xtlock_link(&p, &me)) {
             report.problem(
@@ -93,6 +95,16 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
                 "`xtlock install` (into /usr/local/sbin)",
             );
         }
+    }
+    if !bypassed.is_empty() {
+        report.problem(
+            format!(
+                "{} reach the real program first in PATH, not xtlock: {}",
+                bypassed.len(),
+                bypassed.join(", ")
+            ),
+            "`xtlock install` (shims in /usr/local/sbin), or `xtlock install --divert` for callers with absolute paths",
+        );
     }
     if !systemd {
         report.note("no systemd here: the PATH services get was not checked");
@@ -120,9 +132,22 @@ fn describe_config(config: &crate::config::Config) -> String {
     )
 }
 
-/// "legacy" or "nf_tables", from `PROGRAM --version`.
-fn backend_of(program: &Path) -> String {
-    let output = Command::new(program).arg("--version").output();
+/// "legacy" or "nf_tables": from the multi-call binary the program's links reach, as a
+/// call knows it; else from `PROGRAM --version`, run under the tool's own name (a
+/// diverted `NAME.xtlock-real` is a multi-call binary that dispatches on argv[0]).
+fn backend_of(program: &Path, tool: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let multi = std::fs::canonicalize(program).ok();
+    match multi
+        .as_deref()
+        .and_then(Path::file_name)
+        .and_then(crate::classify::backend_of_multi)
+    {
+        Some(crate::classify::Backend::Legacy) => return "legacy".into(),
+        Some(crate::classify::Backend::Nft) => return "nf_tables".into(),
+        None => {}
+    }
+    let output = Command::new(program).arg0(tool).arg("--version").output();
     let text = output
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
         .unwrap_or_default();

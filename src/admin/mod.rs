@@ -32,7 +32,17 @@ pub const TOOLS: &[&str] = &[
     "ip6tables-nft-restore",
     "ip6tables-nft-save",
     "ebtables",
+    "ebtables-restore",
+    "ebtables-save",
+    "ebtables-nft",
+    "ebtables-nft-restore",
+    "ebtables-nft-save",
     "arptables",
+    "arptables-restore",
+    "arptables-save",
+    "arptables-nft",
+    "arptables-nft-restore",
+    "arptables-nft-save",
     "ipset",
 ];
 

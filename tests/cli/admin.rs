@@ -183,9 +183,15 @@ fn doctor_names_each_injected_problem() {
     );
     let (status, report) = doctor(&sb, &late);
     assert_eq!(status, 1);
+    // One line for all of them, naming each, with the fix.
+    let bypass: Vec<&str> = report
+        .lines()
+        .filter(|l| l.contains("reach the real program first in PATH, not xtlock"))
+        .collect();
+    assert_eq!(bypass.len(), 1, "{report}");
     assert!(
-        report.contains("problem: iptables: /usr/sbin/iptables (")
-            && report.contains("comes first in PATH, not an xtlock shim; fix: "),
+        bypass[0].contains(": iptables, ip6tables")
+            && bypass[0].contains("; fix: `xtlock install`"),
         "{report}"
     );
     // 2. The lock held by a sleeping process.

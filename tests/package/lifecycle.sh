@@ -82,6 +82,17 @@ installed() { # install the package and everything `xtlock install` can make
 before=$(snapshot)
 tools_work >/dev/null || fail "the tools do not work before anything was done"
 
+# README's recipe for ufw: the diversions alone. doctor is clean, every backend known.
+step divert-only-dpkg-i "dpkg -i /tmp/xtlock.deb"
+step divert-only-install "xtlock install --divert"
+out=$(in_root "xtlock doctor" 2>&1) || fail "divert-only-doctor: $out"
+case $out in *"version unknown"*) fail "divert-only-doctor: a backend unknown: $out" ;; esac
+echo "step=divert-only-doctor ok"
+through_xtlock divert-only-through
+step divert-only-remove "dpkg -r xtlock"
+clean || fail "after dpkg -r of a divert-only install: $(clean 2>&1)"
+echo "step=divert-only-clean ok"
+
 installed first
 step alternatives-legacy "update-alternatives --set iptables /usr/sbin/iptables-legacy"
 through_xtlock alternatives-legacy-through
