@@ -1,21 +1,16 @@
-//! Writes xtlock's man page, generated from the same clap definition the binary uses:
+//! Writes xtlock's man pages, generated from the same clap definition the binary uses:
+//! xtlock(1) and one page for each command it names (xtlock-install(1), ...):
 //!
-//!     cargo run --example manpage -- target/man/xtlock.1
+//!     cargo run --example manpage -- target/man
 //!
-//! (`cargo deb` packages target/man/xtlock.1; see README, Packaging.)
+//! (`cargo deb` packages target/man/*.1; see README, Packaging.)
 
 fn main() {
-    let out = std::env::args_os()
+    let dir = std::env::args_os()
         .nth(1)
-        .unwrap_or_else(|| "target/man/xtlock.1".into());
-    let out = std::path::PathBuf::from(out);
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).expect("create the man page's directory");
-    }
-    let mut page = Vec::new();
-    clap_mangen::Man::new(xtlock::cli::command())
-        .render(&mut page)
-        .expect("render the man page");
-    std::fs::write(&out, page).expect("write the man page");
-    println!("wrote {}", out.display());
+        .unwrap_or_else(|| "target/man".into());
+    let dir = std::path::PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).expect("create the man pages' directory");
+    clap_mangen::generate_to(xtlock::cli::command(), &dir).expect("write the man pages");
+    println!("wrote the man pages to {}", dir.display());
 }

@@ -307,20 +307,44 @@ fn shipped_config_example_parses_and_states_the_defaults() {
 }
 
 #[test]
-fn man_page_renders_from_the_clap_definition() {
-    let mut page = Vec::new();
-    clap_mangen::Man::new(xtlock::cli::command())
-        .render(&mut page)
-        .unwrap();
-    let page = String::from_utf8(page).unwrap();
+fn man_pages_render_every_command_and_option() {
+    let dir = tempfile::tempdir().unwrap();
+    clap_mangen::generate_to(xtlock::cli::command(), dir.path()).unwrap();
+    let page = |name: &str| {
+        std::fs::read_to_string(dir.path().join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let main = page("xtlock.1");
     for want in [
-        "xtlock",
         "lock\\-file",
         "timeout",
+        "journal\\-socket",
         "install",
         "doctor",
         "stats",
     ] {
-        assert!(page.contains(want), "man page lacks {want}:\n{page}");
+        assert!(main.contains(want), "xtlock.1 lacks {want}:\n{main}");
+    }
+    // Every page the main page refers to is generated, with its own options.
+    for (name, options) in [
+        (
+            "xtlock-install.1",
+            &["\\-\\-divert", "\\-\\-fail2ban", "\\-\\-dir"][..],
+        ),
+        (
+            "xtlock-uninstall.1",
+            &["\\-\\-divert", "\\-\\-fail2ban"][..],
+        ),
+        ("xtlock-doctor.1", &["\\-\\-root"][..]),
+        ("xtlock-stats.1", &["\\-\\-since", "\\-\\-json"][..]),
+    ] {
+        let reference = format!("{}(1)", name.trim_end_matches(".1").replace('-', "\\-"));
+        assert!(
+            main.contains(&reference),
+            "xtlock.1 does not name {reference}"
+        );
+        let text = page(name);
+        for option in options {
+            assert!(text.contains(option), "{name} lacks {option}:\n{text}");
+        }
     }
 }

@@ -144,3 +144,24 @@ fn the_package_keeps_the_firewall_working_through_its_whole_life() {
     }
     assert_eq!(host_state(), before, "the host changed");
 }
+
+/// lintian, pedantic, has nothing to say that debian/lintian-overrides does not explain.
+#[test]
+fn lintian_finds_nothing_unexplained() {
+    if !require("lintian", have("lintian")) {
+        return;
+    }
+    let Some(deb) = package() else { return };
+    let out = Command::new("lintian")
+        .args(["--pedantic", "--fail-on", "error,warning,info,pedantic"])
+        .arg(&deb)
+        .output()
+        .unwrap();
+    let said: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .chain(String::from_utf8_lossy(&out.stderr).lines())
+        .filter(|l| !l.contains("running with root privileges"))
+        .map(str::to_string)
+        .collect();
+    assert!(out.status.success() && said.is_empty(), "{said:#?}");
+}
