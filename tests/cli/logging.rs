@@ -116,3 +116,18 @@ fn a_wait_over_one_second_is_logged() {
     let waited: u64 = field(&slow[0], "wait_ms").parse().unwrap();
     assert!(waited >= 1000, "{waited}");
 }
+
+/// Issue 9: xtlock's own failures are logged too (at err), not only printed.
+#[test]
+fn own_failures_are_logged() {
+    let sb = Sandbox::new();
+    let out = run(sb.xtlock().arg("no-such-program-xtlock-test"));
+    assert_eq!(code(&out), 127);
+    let logged = events(&sb.log(), "xtlock-failed");
+    assert_eq!(field(&logged[0], "status"), "127", "{}", sb.log());
+    assert!(
+        sb.log().contains(": error: event=xtlock-failed"),
+        "{}",
+        sb.log()
+    );
+}
