@@ -119,7 +119,9 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let start = Instant::now();
     let depth = check_depth(call)?;
     let path = resolve_program(call)?;
-    let backend = backend_of(&path);
+    // Found by following links (a few system calls): only when the decision needs it.
+    let backend = std::cell::OnceCell::new();
+    let backend = || *backend.get_or_init(|| backend_of(&path));
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
     let kind = classify::classify(&call.name, &call.args, backend, posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
@@ -197,7 +199,11 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
 /// the legacy backend without `-w` stays on the write path: iptables 1.6 to 1.8.7 then
 /// fail at once if iptables' own lock is busy, and xtlock's queue spares them that.
 /// Under --verbose a read is spawned, so that it is logged.
-pub fn runs_in_our_place(kind: &Kind, backend: Option<Backend>, verbose: bool) -> bool {
+pub fn runs_in_our_place(
+    kind: &Kind,
+    backend: impl FnOnce() -> Option<Backend>,
+    verbose: bool,
+) -> bool {
     if verbose {
         return false;
     }
@@ -206,7 +212,7 @@ pub fn runs_in_our_place(kind: &Kind, backend: Option<Backend>, verbose: bool) -
         Kind::Restore(Some(crate::restore::RestoreArgs::HelpOrVersion)) => true,
         Kind::Command(command) => match command.effect {
             Effect::HelpOrVersion => true,
-            Effect::ReadOnly => command.wait != Wait::Absent || backend == Some(Backend::Nft),
+            Effect::ReadOnly => command.wait != Wait::Absent || backend() == Some(Backend::Nft),
             Effect::Write => false,
         },
         Kind::Restore(_) | Kind::Other => false,
@@ -474,12 +480,12 @@ mod tests {
         ];
         for (kind, backend, want) in cases {
             assert_eq!(
-                runs_in_our_place(&kind, backend, false),
+                runs_in_our_place(&kind, || backend, false),
                 want,
                 "{kind:?} {backend:?}"
             );
             assert!(
-                !runs_in_our_place(&kind, backend, true),
+                !runs_in_our_place(&kind, || backend, true),
                 "verbose spawns {kind:?}"
             );
         }

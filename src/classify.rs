@@ -134,7 +134,7 @@ fn role(name: &OsStr) -> Option<Role> {
 }
 
 /// The restore flavour a name fixes by itself, if it does.
-fn restore_flavor(name: &OsStr, backend: Option<Backend>) -> Option<Flavor> {
+fn restore_flavor(name: &OsStr, backend: impl FnOnce() -> Option<Backend>) -> Option<Flavor> {
     let name = name.as_bytes();
     if name.starts_with(b"ebtables") {
         return Some(Flavor::Ebtables);
@@ -145,18 +145,18 @@ fn restore_flavor(name: &OsStr, backend: Option<Backend>) -> Option<Flavor> {
     if name.ends_with(b"-legacy-restore") {
         return Some(Flavor::Legacy);
     }
-    backend.map(|b| match b {
+    backend().map(|b| match b {
         Backend::Legacy => Flavor::Legacy,
         Backend::Nft => Flavor::Nft,
     })
 }
 
-/// Classify a call of `name` (the file name it runs under) with `args`. `backend` is
-/// what the program resolves to, when known.
+/// Classify a call of `name` (the file name it runs under) with `args`. `backend` says
+/// what the program resolves to, when known; asked only when the name does not say.
 pub fn classify(
     name: &OsStr,
     args: &[OsString],
-    backend: Option<Backend>,
+    backend: impl FnOnce() -> Option<Backend>,
     posixly_correct: bool,
 ) -> Kind {
     let (applet, args) = applet(name, args);
@@ -431,7 +431,7 @@ mod tests {
 
     #[test]
     fn kinds() {
-        let kind = |name: &str, line: &str| classify(OsStr::new(name), &args(line), None, false);
+        let kind = |name: &str, line: &str| classify(OsStr::new(name), &args(line), || None, false);
         assert!(matches!(
             kind("iptables", "-A INPUT -j DROP"),
             Kind::Command(_)
