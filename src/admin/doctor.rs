@@ -55,6 +55,7 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
 
     let mut shimmed_iptables = false;
     let mut bypassed = Vec::new();
+    let mut services_bypass = Vec::new();
     for tool in TOOLS {
         let Some(first) = first_in_path(tool, &path_var) else {
             continue;
@@ -87,13 +88,11 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
         } else {
             bypassed.push(*tool);
         }
-        if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| is_xtlock_link(&p, &me)) {
-            report.problem(
-                format!(
-                    "{tool}: services (systemd PATH {SYSTEMD_PATH}) do not reach an xtlock shim"
-                ),
-                "`xtlock install` (into /usr/local/sbin)",
-            );
+        let reaches = |p: &Path| {
+            is_xtlock_link(p, &me) || matches!(me.probe(p), crate::resolve::Candidate::Diverted(_))
+        };
+        if systemd && !first_in_path(tool, SYSTEMD_PATH).is_some_and(|p| reaches(&p)) {
+            services_bypass.push(*tool);
         }
     }
     if !bypassed.is_empty() {
@@ -104,6 +103,16 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
                 bypassed.join(", ")
             ),
             "`xtlock install` (shims in /usr/local/sbin), or `xtlock install --divert` for callers with absolute paths",
+        );
+    }
+    if !services_bypass.is_empty() {
+        report.problem(
+            format!(
+                "{} do not reach xtlock from services (systemd's PATH {SYSTEMD_PATH}): {}",
+                services_bypass.len(),
+                services_bypass.join(", ")
+            ),
+            "`xtlock install` (into /usr/local/sbin)",
         );
     }
     if !systemd {
