@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The .deb: XTLOCK_DEB (.ci/run builds it), else built here with cargo-deb in a
-/// target directory of its own.
+/// target directory of its own, once for all the tests here.
 fn package() -> Option<PathBuf> {
+    static DEB: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DEB.get_or_init(build_package).clone()
+}
+
+fn build_package() -> Option<PathBuf> {
     if let Some(deb) = std::env::var_os("XTLOCK_DEB") {
         return Some(PathBuf::from(deb));
     }
@@ -30,8 +35,8 @@ fn package() -> Option<PathBuf> {
         .success();
     assert!(ok, "the man page was not built");
     let out = Command::new(&cargo)
-        .args(["deb", "--target-dir"])
-        .arg(&target)
+        .args(["deb", "-q"])
+        .env("CARGO_TARGET_DIR", &target)
         .current_dir(manifest)
         .output()
         .unwrap();
