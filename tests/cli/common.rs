@@ -260,24 +260,31 @@ pub fn result_line(script: &str, out: &std::process::Output) -> String {
     line.to_string()
 }
 
-/// Run tests/SCRIPT ARGS under `unshare -n -m` (at most 10 minutes), telling it the
-/// host's namespaces so it can refuse to run in them (tests/private-namespace.sh).
+/// Run tests/SCRIPT ARGS under `unshare -n -m` (at most 15 minutes).
 pub fn run_in_private_namespace(script: &str, args: &[&std::ffi::OsStr]) -> std::process::Output {
+    run_in_namespaces(&["-n", "-m"], script, args)
+}
+
+/// Run tests/SCRIPT ARGS with bash under `unshare FLAGS`, telling it the host's network,
+/// mount and PID namespaces so it can refuse to run in them (tests/private-namespace.sh).
+pub fn run_in_namespaces(
+    flags: &[&str],
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> std::process::Output {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
+    let namespace = |kind: &str| std::fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
     Command::new("timeout")
-        .args(["600", "unshare", "-n", "-m", "bash"])
+        .args(["900", "unshare"])
+        .args(flags)
+        .arg("bash")
         .arg(path)
         .args(args)
-        .env(
-            "HOST_NETNS",
-            std::fs::read_link("/proc/self/ns/net").unwrap(),
-        )
-        .env(
-            "HOST_MNTNS",
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        )
+        .env("HOST_NETNS", namespace("net"))
+        .env("HOST_MNTNS", namespace("mnt"))
+        .env("HOST_PIDNS", namespace("pid"))
         .env_remove("XTLOCK_HOLDER")
         .env_remove("XTLOCK_DEPTH")
         .output()

@@ -5,7 +5,6 @@
 use crate::common::*;
 use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 fn case(name: &str) {
     let journald = Path::new("/lib/systemd/systemd-journald");
@@ -17,24 +16,12 @@ fn case(name: &str) {
     {
         return;
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/journal/journal.sh");
-    let out = Command::new("timeout")
-        .args(["300", "unshare", "-m", "-p", "-f", "--mount-proc", "bash"])
-        .arg(script)
-        .arg(xtlock_bin())
-        .arg(OsStr::new(name))
-        .env(
-            "HOST_MNTNS",
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        )
-        .env(
-            "HOST_PIDNS",
-            std::fs::read_link("/proc/self/ns/pid").unwrap(),
-        )
-        .env_remove("XTLOCK_HOLDER")
-        .env_remove("XTLOCK_DEPTH")
-        .output()
-        .unwrap();
+    let bin = xtlock_bin();
+    let out = run_in_namespaces(
+        &["-m", "-p", "-f", "--mount-proc"],
+        "journal/journal.sh",
+        &[bin.as_os_str(), OsStr::new(name)],
+    );
     assert_case_ok(name, &out);
 }
 

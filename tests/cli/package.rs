@@ -101,33 +101,11 @@ fn the_package_keeps_the_firewall_working_through_its_whole_life() {
         return;
     };
     let before = host_state();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/package/lifecycle.sh");
-    let out = Command::new("timeout")
-        .args([
-            "900",
-            "unshare",
-            "-m",
-            "-n",
-            "-p",
-            "-f",
-            "--mount-proc",
-            "bash",
-        ])
-        .arg(script)
-        .arg(&deb)
-        .arg(&iptables)
-        .env(
-            "HOST_MNTNS",
-            std::fs::read_link("/proc/self/ns/mnt").unwrap(),
-        )
-        .env(
-            "HOST_NETNS",
-            std::fs::read_link("/proc/self/ns/net").unwrap(),
-        )
-        .env_remove("XTLOCK_HOLDER")
-        .env_remove("XTLOCK_DEPTH")
-        .output()
-        .unwrap();
+    let out = run_in_namespaces(
+        &["-m", "-n", "-p", "-f", "--mount-proc"],
+        "package/lifecycle.sh",
+        &[deb.as_os_str(), iptables.as_os_str()],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     eprintln!("{stdout}");
     assert!(
