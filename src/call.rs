@@ -5,14 +5,15 @@
 
 use crate::classify::{self, Backend, Effect, Kind, Wait};
 use crate::config::Config;
-use crate::lock::{Held, LockFile};
+use crate::lock::{Held, LockError, LockFile};
 use crate::log::{Event, Logger, Severity};
 use crate::nesting;
 use crate::resolve::{self, SelfIdentity};
-use crate::restore::Prepared;
+use crate::restore::{Input as RestoreInput, Prepared, RestoreArgs};
 use crate::retry::{self, RestoreCall, Step, Verdict};
-use crate::run::{self, Attempt, Input, Program, Stderr};
+use crate::run::{self, Attempt, Input, Program, RunError, Stderr};
 use crate::status::{Exit, Failure};
+use crate::wait::StdinPump;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -144,14 +145,21 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         ),
         _ => None,
     };
+    // A program that reads its stdin to the end gets it drained into memory while we
+    // wait, so that a locked writer feeding it through a pipe never blocks on us.
+    let mut pump = match (&kind, &prepared) {
+        (_, Some(Prepared::Buffered(_))) => None,
+        _ if reads_stdin_to_eof(&kind) => StdinPump::for_stdin(config.max_stdin as usize),
+        _ => None,
+    };
     let lock_start = Instant::now();
     let timeout = lock_timeout(&kind, config.timeout);
-    let guard = lock(call, config, timeout, events)?;
-    // Our child may trust us without /proc: we hold the lock, or a read lock that keeps
-    // its holder from releasing it, for as long as the child lives.
-    if let Guard::Held(_) | Guard::Nested { .. } = guard {
-        env.push((nesting::HOLDER_VAR, std::process::id().to_string()));
-    }
+    let guard = lock(call, config, timeout, pump.as_mut(), events)?;
+    // Our program's nested calls join us by this token (an empty one: there is none).
+    env.push((
+        nesting::TOKEN_VAR,
+        guard.token().map(nesting::token_text).unwrap_or_default(),
+    ));
     let waited = lock_start.elapsed();
     if waited > SLOW_WAIT {
         let e = call
@@ -161,22 +169,30 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     }
     crate::signals::install();
 
+    let input = match (&prepared, &pump) {
+        (Some(Prepared::Buffered(bytes)), _) => Input::Replay(bytes),
+        (_, Some(pump)) if !pump.bytes.is_empty() => Input::Relay {
+            prefix: &pump.bytes,
+            then_stdin: !pump.eof,
+        },
+        _ => Input::Inherit,
+    };
     let outcome = attempts(
-        call,
-        config,
-        &program(&env),
-        &kind,
-        prepared.as_ref(),
-        lock_start + timeout,
-        waited,
+        &Attempts {
+            call,
+            config,
+            program: &program(&env),
+            kind: &kind,
+            prepared: prepared.as_ref(),
+            input: &input,
+            deadline: lock_start + timeout,
+            waited,
+        },
         events,
     );
-    if let Guard::Held(held) = guard {
-        held.release();
-    } else {
-        drop(guard);
-    }
-    let (attempt, attempts) = outcome?;
+    guard.release();
+    let outcome = outcome?;
+    let attempt = &outcome.attempt;
     if !attempt.stderr_passed {
         let _ = std::io::stderr().write_all(&attempt.stderr);
     }
@@ -184,15 +200,30 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         let e = call
             .event(Severity::Info, "call")
             .field("status", attempt.shell_status().to_string())
-            .field("attempts", attempts.to_string())
+            .field("attempts", outcome.attempts.to_string())
             .field("wait_ms", waited.as_millis().to_string())
             .field("total_ms", start.elapsed().as_millis().to_string());
         events.push(with_caller(e));
+    }
+    if let Some(signal) = outcome.interrupted_by {
+        return Ok(Exit::Signal(signal));
     }
     Ok(match attempt.signal() {
         Some(signal) if crate::signals::received() == Some(signal) => Exit::Signal(signal),
         _ => Exit::Status(attempt.shell_status()),
     })
+}
+
+/// A program that reads all of its stdin: a restore reading stdin (whose input was not
+/// already read whole to be replayable).
+fn reads_stdin_to_eof(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::Restore(Some(RestoreArgs::Apply {
+            input: RestoreInput::Stdin,
+            ..
+        }))
+    )
 }
 
 /// Reads need neither the lock nor a spawn: exec the program in our place. A read of
@@ -250,34 +281,70 @@ fn check_depth(call: &Call) -> Result<u32, Failure> {
 }
 
 enum Guard {
-    Held(Held),
-    /// An ancestor holds the lock for us; the open file carries our read lock, which
-    /// keeps the ancestor from releasing it while we run.
-    Nested {
-        _read_lock: LockFile,
-    },
-    /// The caller may not open the lock file: run as bare would.
+    /// We hold the lock; our nested calls join by `token` (None: the lock file is
+    /// read-only, so there is no record and they find us in /proc).
+    Held { held: Held, token: Option<u64> },
+    /// Nested under an ancestor's lock: our gate read lock on `lock` keeps the next
+    /// holder from starting while we run.
+    Nested { lock: LockFile, token: Option<u64> },
+    /// A caller that is not root may not open the lock file: run as bare would.
     Unlocked,
+}
+
+impl Guard {
+    fn token(&self) -> Option<u64> {
+        match self {
+            Guard::Held { token, .. } | Guard::Nested { token, .. } => *token,
+            Guard::Unlocked => None,
+        }
+    }
+
+    /// Never waits: a nested call still running keeps the next holder waiting, not us.
+    fn release(self) {
+        match self {
+            Guard::Held {
+                held,
+                token: Some(token),
+            } => nesting::close_domain(held.file(), token),
+            Guard::Nested {
+                lock,
+                token: Some(token),
+            } => nesting::leave(lock.file(), token),
+            _ => {}
+        }
+    }
+}
+
+/// Root never runs unlocked: only a caller without root's privileges falls back to bare.
+fn may_run_unlocked() -> bool {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() != 0 }
 }
 
 fn lock(
     call: &Call,
     config: &Config,
     timeout: Duration,
+    mut pump: Option<&mut StdinPump>,
     events: &mut Vec<Event>,
 ) -> Result<Guard, Failure> {
-    let lock_failed = |events: &mut Vec<Event>, message: String, waited: Duration| {
+    let start = Instant::now();
+    let deadline = start + timeout;
+    let lock_failed = |events: &mut Vec<Event>, message: String| {
         let e = call
             .event(Severity::Error, "lock-failed")
-            .field("wait_ms", waited.as_millis().to_string())
+            .field("wait_ms", start.elapsed().as_millis().to_string())
             .field("error", &message);
         events.push(with_caller(e));
         Failure::Lock(message)
     };
-    let start = Instant::now();
-    let lock = match LockFile::open(&config.lock_file) {
+    let path = &config.lock_file;
+    let io_failed = |events: &mut Vec<Event>, e| {
+        lock_failed(events, LockError::Lock(path.clone(), e).to_string())
+    };
+    let lock = match LockFile::open(path) {
         Ok(lock) => lock,
-        Err(e) if e.is_permission() => {
+        Err(e) if e.is_permission() && may_run_unlocked() => {
             let e = call
                 .event(Severity::Warning, "unlocked")
                 .field("error", e.to_string())
@@ -288,37 +355,83 @@ fn lock(
             events.push(with_caller(e));
             return Ok(Guard::Unlocked);
         }
-        Err(e) => return Err(lock_failed(events, e.to_string(), start.elapsed())),
+        Err(e) => return Err(lock_failed(events, e.to_string())),
     };
-    let lock = match lock.try_acquire() {
-        Ok(Ok(held)) => return Ok(Guard::Held(held)),
-        Ok(Err(busy)) => busy,
-        Err(e) => return Err(lock_failed(events, e.to_string(), start.elapsed())),
-    };
-    if nesting::join_ancestor(lock.file(), lock.identity()) {
-        return Ok(Guard::Nested { _read_lock: lock });
+    let our_token = nesting::token_from_env(std::env::var_os(nesting::TOKEN_VAR).as_deref());
+    if let Some(token) = our_token {
+        match nesting::join(lock.file(), token, deadline, pump.as_deref_mut()) {
+            Ok(true) => {
+                return Ok(Guard::Nested {
+                    lock,
+                    token: Some(token),
+                });
+            }
+            Ok(false) => {}
+            Err(e) => return Err(io_failed(events, e)),
+        }
     }
-    lock.acquire(timeout)
-        .map(Guard::Held)
-        .map_err(|e| lock_failed(events, e.to_string(), start.elapsed()))
+    let held = match lock.try_acquire() {
+        Ok(Ok(held)) => held,
+        Ok(Err(busy)) => {
+            // Without a token (env -i, sudo), an ancestor in /proc may hold it for us.
+            if our_token.is_none() {
+                match nesting::join_by_ancestry(&busy, deadline, pump.as_deref_mut()) {
+                    Ok(Some(token)) => return Ok(Guard::Nested { lock: busy, token }),
+                    Ok(None) => {}
+                    Err(e) => return Err(io_failed(events, e)),
+                }
+            }
+            busy.acquire(deadline, timeout, pump.as_deref_mut())
+                .map_err(|e| lock_failed(events, e.to_string()))?
+        }
+        Err(e) => return Err(lock_failed(events, e.to_string())),
+    };
+    match nesting::open_domain(held.file(), deadline, pump) {
+        Ok(token) => Ok(Guard::Held { held, token }),
+        Err(nesting::OpenError::NestedStillRunning) => {
+            let message = format!(
+                "timed out after {}s waiting for {}: nested calls of its previous holder still run",
+                timeout.as_secs_f64(),
+                path.display()
+            );
+            Err(lock_failed(events, message))
+        }
+        Err(nesting::OpenError::Io(e)) => Err(io_failed(events, e)),
+    }
+}
+
+/// What every attempt of one call shares.
+struct Attempts<'a> {
+    call: &'a Call,
+    config: &'a Config,
+    program: &'a Program<'a>,
+    kind: &'a Kind,
+    prepared: Option<&'a Prepared>,
+    input: &'a Input<'a>,
+    deadline: Instant,
+    waited: Duration,
+}
+
+/// The attempt whose outcome is the call's.
+struct Outcome {
+    attempt: Attempt,
+    attempts: u32,
+    /// A signal ended the backoff before the next attempt: die by it.
+    interrupted_by: Option<i32>,
 }
 
 /// Run until success, a failure that is final, or no attempts or time left.
-#[allow(clippy::too_many_arguments)]
-fn attempts(
-    call: &Call,
-    config: &Config,
-    program: &Program,
-    kind: &Kind,
-    prepared: Option<&Prepared>,
-    deadline: Instant,
-    waited: Duration,
-    events: &mut Vec<Event>,
-) -> Result<(Attempt, u32), Failure> {
-    let input = match prepared {
-        Some(Prepared::Buffered(bytes)) => Input::Replay(bytes),
-        _ => Input::Inherit,
-    };
+fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
+    let Attempts {
+        call,
+        config,
+        program,
+        kind,
+        prepared,
+        input,
+        deadline,
+        waited,
+    } = *a;
     // Only what may be retried needs its stderr read; the rest keeps the caller's.
     let stderr = match kind {
         Kind::Command(_) | Kind::Restore(_) => Stderr::Capture,
@@ -327,8 +440,14 @@ fn attempts(
     let max_attempts = config.retries + 1;
     let mut attempt_no = 1;
     loop {
-        let attempt =
-            run::run_once(program, &input, &stderr).map_err(|e| spawn_failure(program.path, e))?;
+        let attempt = run::run_once(program, input, &stderr).map_err(|e| match e {
+            RunError::Spawn(e) => spawn_failure(program.path, e),
+            RunError::Wait(e) => Failure::Own(format!(
+                "cannot wait for {}: {}",
+                program.path.display(),
+                crate::lock::errno_text(&e)
+            )),
+        })?;
         let verdict = match kind {
             Kind::Command(_) => retry::classify(attempt.exit_code(), &attempt.stderr, None),
             Kind::Restore(_) => retry::classify(
@@ -365,12 +484,16 @@ fn attempts(
                     .field("reason", reason)
                     .field("delay_ms", delay.as_millis().to_string());
                 events.push(e);
-                if crate::signals::sleep_unless_signalled(delay) {
+                if let Some(signal) = crate::signals::sleep_unless_signalled(delay) {
                     let e = event(Severity::Error, "gave-up")
                         .field("reason", reason)
                         .field("why", "interrupted by a signal");
                     events.push(e);
-                    return Ok((attempt, attempt_no));
+                    return Ok(Outcome {
+                        attempt,
+                        attempts: attempt_no,
+                        interrupted_by: Some(signal),
+                    });
                 }
                 attempt_no += 1;
                 continue;
@@ -391,7 +514,11 @@ fn attempts(
                 }
             }
         }
-        return Ok((attempt, attempt_no));
+        return Ok(Outcome {
+            attempt,
+            attempts: attempt_no,
+            interrupted_by: None,
+        });
     }
 }
 

@@ -19,6 +19,7 @@ pub mod run;
 pub mod signals;
 pub mod status;
 pub mod text;
+pub mod wait;
 
 use call::Call;
 use config::Layer;

@@ -7,8 +7,9 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+use crate::wait::{self, StdinPump, Waited};
 
 pub const DEFAULT_LOCK_FILE: &str = "/run/xtlock.lock";
 
@@ -89,17 +90,14 @@ pub struct LockFile {
     identity: (u64, u64),
 }
 
-/// Holding the lock; `release` (or exiting) releases it.
+/// Holding the lock: dropping it (or exiting) releases it.
 pub struct Held {
     file: File,
-    pub waited: Duration,
 }
 
 impl Held {
-    /// Release, once the nested calls that run under this lock have finished.
-    pub fn release(self) {
-        crate::nesting::wait_for_nested_calls(&self.file);
-        drop(self.file);
+    pub fn file(&self) -> &File {
+        &self.file
     }
 }
 
@@ -151,6 +149,10 @@ impl LockFile {
         self.identity
     }
 
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn file(&self) -> &File {
         &self.file
     }
@@ -158,10 +160,7 @@ impl LockFile {
     /// Take the lock if it is free this instant.
     pub fn try_acquire(self) -> Result<Result<Held, LockFile>, LockError> {
         match self.file.try_lock() {
-            Ok(()) if self.still_at_path() => Ok(Ok(Held {
-                file: self.file,
-                waited: Duration::ZERO,
-            })),
+            Ok(()) if self.still_at_path() => Ok(Ok(Held { file: self.file })),
             // Locked a file that was replaced meanwhile: queue for the one at the path.
             Ok(()) => LockFile::open(&self.path).map(Err),
             Err(TryLockError::WouldBlock) => Ok(Err(self)),
@@ -169,57 +168,50 @@ impl LockFile {
         }
     }
 
-    /// Take the lock, waiting at most `timeout`.
-    pub fn acquire(self, timeout: Duration) -> Result<Held, LockError> {
-        let start = Instant::now();
-        let deadline = start + timeout;
+    /// Take the lock, waiting until `deadline` (`timeout` is for the message), with the
+    /// caller's stdin pumped meanwhile if `pump` is given.
+    pub fn acquire(
+        self,
+        deadline: Instant,
+        timeout: Duration,
+        mut pump: Option<&mut StdinPump>,
+    ) -> Result<Held, LockError> {
         let mut lock_file = self;
         loop {
-            lock_file.wait_for_flock(deadline, timeout)?;
+            lock_file.wait_for_flock(deadline, timeout, pump.as_deref_mut())?;
             // If the file was deleted or replaced while we waited, we hold a lock nobody
             // else will ever ask for: open the path again and lock that.
             if lock_file.still_at_path() {
                 return Ok(Held {
                     file: lock_file.file,
-                    waited: start.elapsed(),
                 });
             }
             lock_file = LockFile::open(&lock_file.path)?;
         }
     }
 
-    /// Block in flock(2) until `deadline`; `timeout` is only for the message.
-    fn wait_for_flock(&self, deadline: Instant, timeout: Duration) -> Result<(), LockError> {
+    /// Block in flock(2) until `deadline`.
+    fn wait_for_flock(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        pump: Option<&mut StdinPump>,
+    ) -> Result<(), LockError> {
         match self.file.try_lock() {
             Ok(()) => return Ok(()),
             Err(TryLockError::WouldBlock) => {}
             Err(TryLockError::Error(e)) => return Err(LockError::Lock(self.path.clone(), e)),
         }
-        let timed_out = || LockError::TimedOut {
-            path: self.path.clone(),
-            after: timeout,
-            holder: self.holder(),
-        };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        // A blocking flock(2) has no timeout of its own, so a helper thread blocks in it
-        // while we wait on a channel. On timeout we return an error and the process
-        // exits, which ends the helper; its flock never lands after we gave up,
-        // because a lock taken by a dying process is released with it.
-        let waiter = self
-            .file
-            .try_clone()
-            .map_err(|e| LockError::Lock(self.path.clone(), e))?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(waiter.lock());
-        });
-        match rx.recv_timeout(left) {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(LockError::Lock(self.path.clone(), e)),
-            Err(_) => Err(timed_out()),
+        let lock_error = |e| LockError::Lock(self.path.clone(), e);
+        let waiter = self.file.try_clone().map_err(lock_error)?;
+        match wait::until(deadline, pump, move || waiter.lock()).map_err(lock_error)? {
+            Waited::Done(Ok(())) => Ok(()),
+            Waited::Done(Err(e)) => Err(lock_error(e)),
+            Waited::TimedOut => Err(LockError::TimedOut {
+                path: self.path.clone(),
+                after: timeout,
+                holder: self.holder(),
+            }),
         }
     }
 
@@ -240,8 +232,9 @@ impl LockFile {
 }
 
 /// O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO planted at the path from
-/// hanging us. On a read-only file system (or a file we may not write) the file is
-/// opened read-only: flock works on any descriptor, as long as the file exists.
+/// hanging us. On a read-only file system, a file we may not write, or an immutable one
+/// (`chattr +i`: EPERM even for root) the file is opened read-only: flock works on any
+/// descriptor, as long as the file exists.
 fn open_file(path: &Path) -> io::Result<File> {
     let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
     let writable = OpenOptions::new()
@@ -252,7 +245,12 @@ fn open_file(path: &Path) -> io::Result<File> {
         .custom_flags(flags)
         .open(path);
     match writable {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::EACCES)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EROFS | libc::EACCES | libc::EPERM)
+            ) =>
+        {
             OpenOptions::new()
                 .read(true)
                 .custom_flags(flags)
@@ -275,13 +273,23 @@ fn classify_open_error(path: &Path, e: io::Error) -> LockError {
 mod tests {
     use super::*;
 
+    trait AcquireFor {
+        fn acquire_for(self, timeout: Duration) -> Result<Held, LockError>;
+    }
+
+    impl AcquireFor for LockFile {
+        fn acquire_for(self, timeout: Duration) -> Result<Held, LockError> {
+            self.acquire(Instant::now() + timeout, timeout, None)
+        }
+    }
+
     #[test]
     fn creates_file_and_dir_0600() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/dir/x.lock");
         let held = LockFile::open(&path)
             .unwrap()
-            .acquire(Duration::from_secs(1))
+            .acquire_for(Duration::from_secs(1))
             .unwrap();
         let mode = std::fs::metadata(&path).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -307,11 +315,11 @@ mod tests {
         let path = dir.path().join("x.lock");
         let _held = LockFile::open(&path)
             .unwrap()
-            .acquire(Duration::ZERO)
+            .acquire_for(Duration::ZERO)
             .unwrap();
         let err = LockFile::open(&path)
             .unwrap()
-            .acquire(Duration::from_millis(100))
+            .acquire_for(Duration::from_millis(100))
             .err()
             .unwrap();
         let text = err.to_string();
@@ -329,13 +337,13 @@ mod tests {
         let path = dir.path().join("x.lock");
         let held = LockFile::open(&path)
             .unwrap()
-            .acquire(Duration::ZERO)
+            .acquire_for(Duration::ZERO)
             .unwrap();
         let path2 = path.clone();
         let waiter = std::thread::spawn(move || {
             LockFile::open(&path2)
                 .unwrap()
-                .acquire(Duration::from_secs(10))
+                .acquire_for(Duration::from_secs(10))
                 .is_ok()
         });
         std::thread::sleep(Duration::from_millis(50));
@@ -349,10 +357,10 @@ mod tests {
         let path = dir.path().join("x.lock");
         let stale = LockFile::open(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
-        let held = stale.acquire(Duration::ZERO).unwrap();
+        let held = stale.acquire_for(Duration::ZERO).unwrap();
         // The lock we hold must be on the file now at the path.
         let fresh = LockFile::open(&path).unwrap();
-        assert!(fresh.acquire(Duration::ZERO).is_err());
+        assert!(fresh.acquire_for(Duration::ZERO).is_err());
         drop(held);
     }
 }

@@ -55,11 +55,17 @@ pub fn age_secs(pid: u32) -> Option<f64> {
     Some((uptime - start_ticks / ticks_per_sec).max(0.0))
 }
 
-/// Our parent, grandparent, ... up to (not including) init, nearest first. Without
-/// /proc only our parent.
+/// Our parent, grandparent, ... up to (not including) init, nearest first, as the
+/// mounted /proc numbers them (read through /proc/self, so that a process in a PID
+/// namespace under its parent's /proc still sees its ancestors). Without /proc, none.
 pub fn ancestors() -> Vec<u32> {
     let mut chain = Vec::new();
-    let mut current = std::os::unix::process::parent_id();
+    let Some(mut current) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat_ppid(&stat))
+    else {
+        return chain;
+    };
     while current > 1 && chain.len() < 256 && !chain.contains(&current) {
         chain.push(current);
         match parent_of(current) {
@@ -70,31 +76,50 @@ pub fn ancestors() -> Vec<u32> {
     chain
 }
 
-/// Does `pid` hold an exclusive flock on the file (dev, ino) through one of its open
-/// files? Read from /proc/PID/fdinfo, whose `lock:` lines list the locks owned by that
-/// open file (Linux 4.14+): one small file per descriptor, whatever else is locked on
-/// the host, and no list that shifts while it is read.
-pub fn holds_flock(pid: u32, dev: u64, ino: u64) -> bool {
-    use std::os::unix::fs::MetadataExt;
+/// Does an ancestor of ours hold the flock on the lock file (dev, ino), or a gate read
+/// lock (a nested call running under it)? Only the descriptors whose link names the
+/// lock file are looked at, and only their fdinfo is read: nothing here touches another
+/// file system (a stat of a descriptor on a hung NFS mount would never return), and a
+/// parent with thousands of descriptors costs a readlink each.
+pub fn ancestor_in_lock(path: &std::path::Path, identity: (u64, u64)) -> bool {
+    let Ok(path) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let id = lock_id(identity);
+    ancestors()
+        .into_iter()
+        .any(|pid| has_lock_on(pid, &path, &id))
+}
+
+/// How /proc/locks and fdinfo name a file: `MAJ:MIN:INODE`, the device in hex.
+fn lock_id((dev, ino): (u64, u64)) -> String {
+    format!("{:02x}:{:02x}:{ino}", libc::major(dev), libc::minor(dev))
+}
+
+fn has_lock_on(pid: u32, path: &std::path::Path, id: &str) -> bool {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return false;
     };
-    entries.flatten().take(1 << 16).any(|entry| {
-        let same_file =
-            std::fs::metadata(entry.path()).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino));
-        let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
-        same_file && std::fs::read_to_string(fdinfo).is_ok_and(|info| fdinfo_has_write_flock(&info))
+    entries.flatten().any(|entry| {
+        std::fs::read_link(entry.path()).is_ok_and(|link| link == path) && {
+            let fdinfo = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+            std::fs::read_to_string(fdinfo).is_ok_and(|info| fdinfo_holds(&info, id))
+        }
     })
 }
 
-/// `lock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:1234 0 EOF`; a waiter's line has `->`.
-fn fdinfo_has_write_flock(info: &str) -> bool {
+/// fdinfo's `lock:` lines (Linux 4.1, commit 6c8c90319c0b) list the locks this open
+/// file owns: `lock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:1234 0 EOF` for the lock,
+/// `lock:\t2: OFDLCK ADVISORY  READ -1 00:1a:1234 0 0` for a gate read lock.
+fn fdinfo_holds(info: &str, id: &str) -> bool {
     info.lines().any(|line| {
         let Some(rest) = line.strip_prefix("lock:") else {
             return false;
         };
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        matches!(fields.as_slice(), [_, "FLOCK", _, "WRITE", ..])
+        matches!(fields.as_slice(),
+            [_, "FLOCK", _, "WRITE", _, file, ..] | [_, "OFDLCK", _, "READ", _, file, ..]
+                if *file == id)
     })
 }
 
@@ -105,16 +130,12 @@ pub fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
     let Some(locks) = read_proc_locks() else {
         return Vec::new();
     };
-    parse_locks(
-        &locks,
-        libc::major(dev) as u64,
-        libc::minor(dev) as u64,
-        ino,
-    )
+    parse_locks(&locks, &lock_id((dev, ino)))
 }
 
-/// In large reads: the kernel fills each one under its lock, so the common case is
-/// one consistent snapshot.
+/// To its end. The kernel's seq_file hands out about a page per read(2) whatever the
+/// buffer, so the list is not one snapshot: a line can shift out of view between two
+/// reads. Good enough to name a holder in a message; nothing decides on it.
 fn read_proc_locks() -> Option<String> {
     use std::io::Read;
     let mut file = std::fs::File::open("/proc/locks").ok()?;
@@ -133,14 +154,13 @@ fn read_proc_locks() -> Option<String> {
 
 /// Lines look like `1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF`;
 /// waiters are listed as `1: -> FLOCK ...` and are not holders.
-fn parse_locks(locks: &str, major: u64, minor: u64, ino: u64) -> Vec<u32> {
-    let want = format!("{major:02x}:{minor:02x}:{ino}");
+fn parse_locks(locks: &str, want: &str) -> Vec<u32> {
     locks
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                [_, "FLOCK", _, "WRITE", pid, id, ..] if *id == want => pid.parse().ok(),
+                [_, "FLOCK", _, "WRITE", pid, id, ..] if id == &want => pid.parse().ok(),
                 _ => None,
             }
         })
@@ -168,32 +188,57 @@ mod tests {
 4: FLOCK  ADVISORY  WRITE 66 fd:00:12345 0 EOF
 5: FLOCK  ADVISORY  WRITE 67 00:1a:1234 0 EOF
 ";
-        assert_eq!(parse_locks(text, 0xfd, 0, 1234), vec![812]);
-        assert_eq!(parse_locks(text, 0, 0x1a, 1234), vec![67]);
-        assert!(parse_locks(text, 0xfd, 0, 999).is_empty());
+        assert_eq!(parse_locks(text, "fd:00:1234"), vec![812]);
+        assert_eq!(parse_locks(text, "00:1a:1234"), vec![67]);
+        assert!(parse_locks(text, "fd:00:999").is_empty());
     }
 
     #[test]
     fn fdinfo_lines() {
-        let holder = "pos:\t0\nflags:\t0100002\nino:\t1234\nlock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:1234 0 EOF\n";
-        assert!(fdinfo_has_write_flock(holder));
-        assert!(!fdinfo_has_write_flock("pos:\t0\nflags:\t0100002\n"));
-        assert!(!fdinfo_has_write_flock(
-            "lock:\t1: FLOCK  ADVISORY  READ 812 00:1a:1234 0 EOF\n"
-        ));
-        assert!(!fdinfo_has_write_flock(
-            "lock:\t1: POSIX  ADVISORY  WRITE 812 00:1a:1234 0 EOF\n"
-        ));
+        let id = "00:1a:1234";
+        let cases = [
+            (
+                "pos:\t0\nflags:\t0100002\nlock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:1234 0 EOF\n",
+                true,
+            ),
+            ("lock:\t2: OFDLCK ADVISORY  READ -1 00:1a:1234 0 0\n", true),
+            ("pos:\t0\nflags:\t0100002\n", false),
+            (
+                "lock:\t1: FLOCK  ADVISORY  READ 812 00:1a:1234 0 EOF\n",
+                false,
+            ),
+            (
+                "lock:\t1: POSIX  ADVISORY  WRITE 812 00:1a:1234 0 EOF\n",
+                false,
+            ),
+            (
+                "lock:\t1: OFDLCK ADVISORY  WRITE -1 00:1a:1234 0 0\n",
+                false,
+            ),
+            (
+                "lock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:12345 0 EOF\n",
+                false,
+            ),
+            (
+                "xlock:\t1: FLOCK  ADVISORY  WRITE 812 00:1a:1234 0 EOF\n",
+                false,
+            ),
+        ];
+        for (info, want) in cases {
+            assert_eq!(fdinfo_holds(info, id), want, "{info:?}");
+        }
     }
 
     #[test]
     fn holding_is_seen_among_thousands_of_locks() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::File::create(dir.path().join("x")).unwrap();
+        let path = dir.path().join("x");
+        let file = std::fs::File::create(&path).unwrap();
         let meta = file.metadata().unwrap();
+        let id = lock_id((meta.dev(), meta.ino()));
         let me = std::process::id();
-        assert!(!holds_flock(me, meta.dev(), meta.ino()));
+        assert!(!has_lock_on(me, &path, &id));
         // Thousands of other locks, taken before ours, fill many pages of /proc/locks.
         let others: Vec<_> = (0..2000)
             .map(|i| {
@@ -203,7 +248,7 @@ mod tests {
             })
             .collect();
         file.lock().unwrap();
-        assert!(holds_flock(me, meta.dev(), meta.ino()));
+        assert!(has_lock_on(me, &path, &id));
         assert_eq!(flock_holders(meta.dev(), meta.ino()), vec![me]);
         drop(others);
     }
@@ -231,9 +276,11 @@ mod churn_tests {
     fn a_holder_is_never_missed_while_other_locks_change() {
         use std::os::unix::fs::MetadataExt;
         let dir = tempfile::tempdir().unwrap();
-        let mine = std::fs::File::create(dir.path().join("mine")).unwrap();
+        let path = dir.path().join("mine");
+        let mine = std::fs::File::create(&path).unwrap();
         mine.lock().unwrap();
         let meta = mine.metadata().unwrap();
+        let id = super::lock_id((meta.dev(), meta.ino()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Other locks appear and disappear around ours, as other calls come and go.
         let churn: Vec<_> = (0..4)
@@ -259,7 +306,7 @@ mod churn_tests {
             })
             .collect();
         let misses = (0..200)
-            .filter(|_| !super::holds_flock(std::process::id(), meta.dev(), meta.ino()))
+            .filter(|_| !super::has_lock_on(std::process::id(), &path, &id))
             .count();
         drop(crowd);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);

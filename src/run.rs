@@ -30,6 +30,18 @@ pub enum Input<'a> {
     Inherit,
     /// These bytes, written to a pipe.
     Replay(&'a [u8]),
+    /// What was read from the caller's stdin while we waited for the lock, then (unless
+    /// that was all) the rest of it as it comes, through a pipe.
+    Relay { prefix: &'a [u8], then_stdin: bool },
+}
+
+/// Why there is no attempt to judge: xtlock's own failure, never the program's status.
+#[derive(Debug)]
+pub enum RunError {
+    /// The program could not be started.
+    Spawn(io::Error),
+    /// It was started but its status could not be had.
+    Wait(io::Error),
 }
 
 pub enum Stderr {
@@ -67,12 +79,10 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
+/// Both ends close-on-exec: the program gets one only through a dup2 file action.
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (read, write) = std::io::pipe()?;
+    Ok((read.into(), write.into()))
 }
 
 fn set_nonblocking(fd: RawFd) {
@@ -127,6 +137,14 @@ fn spawn(program: &Program, stdin_fd: Option<RawFd>, stderr_fd: Option<RawFd>) -
     let path = cstring(program.path.as_os_str().as_bytes())?;
     let (argv, envp) = spawn_vectors(program)?;
     let (argv, envp) = (null_terminated(&argv), null_terminated(&envp));
+    // posix_spawn can give the program a default disposition, never an ignored one; a
+    // caller that ignores SIGCHLD (which xtlock cannot, or the kernel would reap the
+    // program before we learn its status) gets it ignored through fork and exec.
+    if crate::signals::was_ignored(libc::SIGCHLD) {
+        return fork_exec(&path, &argv, &envp, stdin_fd, stderr_fd);
+    }
+    // SAFETY: the attribute and file-action objects are initialised before use and
+    // destroyed after; path, argv and envp are NUL-terminated and outlive the call.
     unsafe {
         let mut actions: libc::posix_spawn_file_actions_t = std::mem::zeroed();
         let mut attr: libc::posix_spawnattr_t = std::mem::zeroed();
@@ -163,6 +181,62 @@ fn spawn(program: &Program, stdin_fd: Option<RawFd>, stderr_fd: Option<RawFd>) -
             0 => Ok(pid),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
+    }
+}
+
+/// fork, then in the child only async-signal-safe calls (the vectors are built before
+/// the fork): the dup2s, SIGCHLD ignored as the caller had it, the dispositions
+/// `restore_for_exec` would set, execve. An exec failure's errno comes back through a
+/// close-on-exec pipe, so it reads as posix_spawn's would.
+fn fork_exec(
+    path: &CString,
+    argv: &[*mut libc::c_char],
+    envp: &[*mut libc::c_char],
+    stdin_fd: Option<RawFd>,
+    stderr_fd: Option<RawFd>,
+) -> io::Result<i32> {
+    let (report_read, report_write) = pipe()?;
+    let defaults = crate::signals::child_defaults();
+    // SAFETY: the child calls only async-signal-safe functions on memory prepared
+    // before the fork, and leaves by execve or _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: as above; every pointer is valid in the child's copy of our memory.
+        unsafe {
+            for (fd, target) in [(stdin_fd, 0), (stderr_fd, 2)] {
+                if let Some(fd) = fd {
+                    libc::dup2(fd, target);
+                }
+            }
+            for signal in 1..libc::SIGRTMIN() {
+                if libc::sigismember(&defaults, signal) == 1 {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+            }
+            libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+            libc::execve(path.as_ptr(), argv.as_ptr().cast(), envp.as_ptr().cast());
+            let errno = *libc::__errno_location();
+            libc::write(
+                report_write.as_raw_fd(),
+                (&errno as *const i32).cast(),
+                std::mem::size_of::<i32>(),
+            );
+            libc::_exit(127);
+        }
+    }
+    drop(report_write);
+    let mut errno = [0u8; 4];
+    match read_some(report_read.as_raw_fd(), &mut errno) {
+        Ok(4) => {
+            let mut status = 0;
+            // SAFETY: reaping our own child, which has exited or is about to.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+        }
+        _ => Ok(pid),
     }
 }
 
@@ -214,16 +288,17 @@ fn wait_without_reaping(pid: i32) {
     }
 }
 
-fn reap(pid: i32) -> i32 {
+fn reap(pid: i32) -> io::Result<i32> {
     let mut status = 0;
     loop {
+        // SAFETY: `status` is a valid out-pointer; `pid` is our unreaped child.
         let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
         if rc == pid {
-            return status;
+            return Ok(status);
         }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            // Cannot happen with SIGCHLD at its default; report a plain failure.
-            return 125 << 8;
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -258,21 +333,22 @@ fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Spawn and wait for the program's exit; stderr and stdin are served meanwhile.
-pub fn run_once(program: &Program, input: &Input, stderr: &Stderr) -> io::Result<Attempt> {
+pub fn run_once(program: &Program, input: &Input, stderr: &Stderr) -> Result<Attempt, RunError> {
     let start = Instant::now();
     let stderr_pipe = match stderr {
-        Stderr::Capture => Some(pipe()?),
+        Stderr::Capture => Some(pipe().map_err(RunError::Spawn)?),
         Stderr::Inherit => None,
     };
     let stdin_pipe = match input {
-        Input::Replay(_) => Some(pipe()?),
+        Input::Replay(_) | Input::Relay { .. } => Some(pipe().map_err(RunError::Spawn)?),
         Input::Inherit => None,
     };
     let pid = spawn(
         program,
         stdin_pipe.as_ref().map(|(read, _)| read.as_raw_fd()),
         stderr_pipe.as_ref().map(|(_, write)| write.as_raw_fd()),
-    )?;
+    )
+    .map_err(RunError::Spawn)?;
     crate::signals::child_started(pid);
     let stderr_read = stderr_pipe.map(|(read, _write)| read);
     let stdin_write = stdin_pipe.map(|(_read, write)| write);
@@ -286,13 +362,59 @@ pub fn run_once(program: &Program, input: &Input, stderr: &Stderr) -> io::Result
         Err(_) => wait_without_reaping(pid),
     }
     crate::signals::child_exited();
-    let status = reap(pid);
+    let status = reap(pid).map_err(RunError::Wait)?;
     Ok(Attempt {
         status,
         stderr: sink.kept,
         stderr_passed: sink.passed,
         elapsed: start.elapsed(),
     })
+}
+
+/// What the program's stdin pipe is fed: bytes we hold, then maybe the caller's stdin.
+struct Feed<'a> {
+    held: &'a [u8],
+    /// A chunk read from the caller's stdin, and how much of it was written.
+    chunk: Vec<u8>,
+    chunk_at: usize,
+    from_caller: bool,
+}
+
+impl Feed<'_> {
+    fn pending(&self) -> &[u8] {
+        match self.held.is_empty() {
+            false => self.held,
+            true => &self.chunk[self.chunk_at..],
+        }
+    }
+
+    fn consume(&mut self, n: usize) {
+        match self.held.is_empty() {
+            false => self.held = &self.held[n..],
+            true => self.chunk_at += n,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.pending().is_empty() && !self.from_caller
+    }
+
+    /// The caller's stdin is readable: take a chunk (0: its end).
+    fn refill(&mut self) {
+        self.chunk.resize(64 << 10, 0);
+        self.chunk_at = 0;
+        match read_some(0, &mut self.chunk) {
+            Ok(n) => {
+                self.chunk.truncate(n);
+                self.from_caller = n > 0;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.chunk.clear(),
+            Err(_) => {
+                self.chunk.clear();
+                self.from_caller = false;
+            }
+        }
+    }
 }
 
 /// Until the program exits: read its stderr, feed its stdin. Then take what is already
@@ -304,9 +426,25 @@ fn serve(
     input: &Input,
     sink: &mut StderrSink,
 ) {
-    let mut to_write = match input {
-        Input::Replay(bytes) => *bytes,
-        Input::Inherit => &[],
+    let mut feed = match input {
+        Input::Replay(bytes) => Feed {
+            held: bytes,
+            chunk: Vec::new(),
+            chunk_at: 0,
+            from_caller: false,
+        },
+        Input::Relay { prefix, then_stdin } => Feed {
+            held: prefix,
+            chunk: Vec::new(),
+            chunk_at: 0,
+            from_caller: *then_stdin,
+        },
+        Input::Inherit => Feed {
+            held: &[],
+            chunk: Vec::new(),
+            chunk_at: 0,
+            from_caller: false,
+        },
     };
     if let Some(fd) = &stderr {
         set_nonblocking(fd.as_raw_fd());
@@ -316,7 +454,7 @@ fn serve(
     }
     let mut buf = vec![0u8; 64 << 10];
     loop {
-        if to_write.is_empty() {
+        if feed.done() {
             stdin = None; // EOF for the program
         }
         let mut fds = vec![libc::pollfd {
@@ -324,25 +462,33 @@ fn serve(
             events: libc::POLLIN,
             revents: 0,
         }];
-        for (fd, events) in [(&stderr, libc::POLLIN), (&stdin, libc::POLLOUT)] {
+        // The program's stdin is polled for room while we hold bytes for it, the
+        // caller's for more input once we hold none.
+        let caller_stdin = stdin.is_some() && feed.pending().is_empty() && feed.from_caller;
+        let program_stdin = stdin.as_ref().filter(|_| !feed.pending().is_empty());
+        for (fd, events) in [
+            (stderr.as_ref().map(|f| f.as_raw_fd()), libc::POLLIN),
+            (program_stdin.map(|f| f.as_raw_fd()), libc::POLLOUT),
+            (caller_stdin.then_some(0), libc::POLLIN),
+        ] {
             if let Some(fd) = fd {
                 fds.push(libc::pollfd {
-                    fd: fd.as_raw_fd(),
+                    fd,
                     events,
                     revents: 0,
                 });
             }
         }
+        // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
         if rc < 0 {
             continue; // EINTR: a forwarded signal
         }
-        let ready = |fd: &Option<OwnedFd>| {
-            fd.as_ref()
-                .is_some_and(|fd| fds.iter().any(|p| p.fd == fd.as_raw_fd() && p.revents != 0))
-        };
-        if ready(&stderr) {
-            match read_some(stderr.as_ref().map_or(-1, |f| f.as_raw_fd()), &mut buf) {
+        let ready = |fd: RawFd| fds.iter().any(|p| p.fd == fd && p.revents != 0);
+        if let Some(fd) = stderr.as_ref().map(|f| f.as_raw_fd())
+            && ready(fd)
+        {
+            match read_some(fd, &mut buf) {
                 Ok(0) => stderr = None,
                 Ok(n) => sink.take(&buf[..n]),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -350,17 +496,29 @@ fn serve(
                 Err(_) => stderr = None,
             }
         }
-        if ready(&stdin) {
-            let fd = stdin.as_ref().map_or(-1, |f| f.as_raw_fd());
-            let n = unsafe { libc::write(fd, to_write.as_ptr().cast(), to_write.len()) };
+        if let Some(fd) = program_stdin.map(|f| f.as_raw_fd())
+            && ready(fd)
+        {
+            let pending = feed.pending();
+            // SAFETY: `pending` is a valid slice for the duration of the call.
+            let n = unsafe { libc::write(fd, pending.as_ptr().cast(), pending.len()) };
             if n >= 0 {
-                to_write = &to_write[n as usize..];
+                feed.consume(n as usize);
             } else if !matches!(
                 io::Error::last_os_error().kind(),
                 io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
             ) {
-                to_write = &[]; // EPIPE: the program stopped reading
+                stdin = None; // EPIPE: the program stopped reading
+                feed = Feed {
+                    held: &[],
+                    chunk: Vec::new(),
+                    chunk_at: 0,
+                    from_caller: false,
+                };
             }
+        }
+        if caller_stdin && ready(0) {
+            feed.refill();
         }
         if fds[0].revents != 0 {
             break;

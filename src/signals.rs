@@ -176,21 +176,21 @@ pub fn child_exited() {
     CHILD.store(0, Ordering::SeqCst);
 }
 
-/// Sleep for `delay` unless a forwarded signal comes first; true if one did.
-pub fn sleep_unless_signalled(delay: Duration) -> bool {
-    if received().is_some() {
-        return true;
+/// Sleep for `delay` unless a forwarded signal comes first; that signal if one did.
+pub fn sleep_unless_signalled(delay: Duration) -> Option<i32> {
+    if let Some(signal) = received() {
+        return Some(signal);
     }
     let wake = WAKE_READ.load(Ordering::SeqCst);
     if wake < 0 {
         std::thread::sleep(delay);
-        return received().is_some();
+        return received();
     }
     let deadline = std::time::Instant::now() + delay;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() || received().is_some() {
-            return received().is_some();
+            return received();
         }
         let mut fd = libc::pollfd {
             fd: wake,
@@ -198,6 +198,7 @@ pub fn sleep_unless_signalled(delay: Duration) -> bool {
             revents: 0,
         };
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+        // SAFETY: one valid pollfd for the duration of the call.
         unsafe { libc::poll(&mut fd, 1, ms) };
     }
 }
