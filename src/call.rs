@@ -145,13 +145,17 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         ),
         _ => None,
     };
-    // A program that reads its stdin to the end gets it drained into memory while we
-    // wait, so that a locked writer feeding it through a pipe never blocks on us.
+    // A program that reads its stdin to the end from a pipe takes the lock once its
+    // input starts, and its input is drained into memory while it waits: a locked
+    // writer feeding the pipe never blocks on a reader that holds or awaits the lock.
     let mut pump = match (&kind, &prepared) {
         (_, Some(Prepared::Buffered(_))) => None,
         _ if reads_stdin_to_eof(&kind) => StdinPump::for_stdin(config.max_stdin as usize),
         _ => None,
     };
+    if let Some(pump) = &pump {
+        pump.wait_for_input();
+    }
     let lock_start = Instant::now();
     let timeout = lock_timeout(&kind, config.timeout);
     let guard = lock(call, config, timeout, pump.as_mut(), events)?;
@@ -504,6 +508,14 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
                         .field("reason", reason)
                         .field("why", why),
                 );
+                // Nothing was committed and the caller asked us to stop: die by it.
+                if let Some(signal) = crate::signals::received() {
+                    return Ok(Outcome {
+                        attempt,
+                        attempts: attempt_no,
+                        interrupted_by: Some(signal),
+                    });
+                }
             }
             (_, Verdict::Unsafe(reason)) => {
                 events.push(event(Severity::Warning, "not-retried").field("reason", reason));

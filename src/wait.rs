@@ -38,6 +38,20 @@ impl StdinPump {
         })
     }
 
+    /// Block until stdin has input or its end, as the program would block in its first
+    /// read. Not a lock wait: the caller may be slow to write (a pipeline's first stage
+    /// running), and iptables-legacy-restore too takes iptables' lock only once its first
+    /// table arrives.
+    pub fn wait_for_input(&self) {
+        let mut fd = libc::pollfd {
+            fd: 0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        while unsafe { libc::poll(&mut fd, 1, -1) } < 0 {}
+    }
+
     fn wants_more(&self) -> bool {
         !self.eof && self.bytes.len() < self.max
     }

@@ -285,7 +285,7 @@ pub fn run_in_namespaces(
         .env("HOST_NETNS", namespace("net"))
         .env("HOST_MNTNS", namespace("mnt"))
         .env("HOST_PIDNS", namespace("pid"))
-        .env_remove("XTLOCK_HOLDER")
+        .env_remove("XTLOCK_TOKEN")
         .env_remove("XTLOCK_DEPTH")
         .output()
         .unwrap()

@@ -8,6 +8,7 @@ mod divert;
 mod fail2ban;
 mod faults;
 mod getopt_differential;
+mod hostile;
 mod journal;
 mod lifetime;
 mod lock;

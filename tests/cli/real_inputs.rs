@@ -47,3 +47,8 @@ fn a_save_runs_while_a_noflush_restore_waits_for_input() {
 fn unprivileged_help_and_errors_are_the_programs_own() {
     case("unprivileged");
 }
+
+#[test]
+fn a_noflush_restore_fed_by_a_locked_writer_through_a_pipe() {
+    case("locked-feeder");
+}

@@ -1,0 +1,247 @@
+//! Issue 15: the next layer of unusual callers (nesting across PID namespaces, root
+//! without the lock, waits that must end on the caller's signal, parents with thousands
+//! of descriptors, a caller that ignores SIGCHLD). Each test fails on the build before.
+
+use crate::common::*;
+use crate::lock::{hold_lock, wait_for_file};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// Item 3: a nested call in a new PID namespace with its own /proc (bwrap, firejail, a
+/// container sharing the lock file) cannot see its ancestor, yet joins it.
+#[test]
+fn a_nested_call_in_a_new_pid_namespace_joins_its_holder() {
+    if !require("root", is_root()) || !require("unshare", have("unshare")) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let start = Instant::now();
+    let out = run(sb
+        .xtlock()
+        .args(["unshare", "-p", "-f", "-m", "--mount-proc"])
+        .args(["sh", "-c", "iptables -A INPUT -j DROP"])
+        .env("XTLOCK_TIMEOUT", "8"));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.counter(), 1);
+    assert!(
+        start.elapsed() < Duration::from_secs(6),
+        "waited for its own ancestor"
+    );
+}
+
+/// Item 4: a holder whose program left a nested call running in the background
+/// returns when its program does, and the next caller still waits for that call.
+#[test]
+fn a_holder_does_not_wait_for_a_background_nested_call() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let started = sb.path("state/started");
+    let go = sb.path("state/go");
+    let script = format!(
+        "FAKE_WAIT_FOR={go} iptables -A INPUT -j DROP >/dev/null 2>&1 & \
+         while [ ! -s {started} ]; do sleep 0.01; done; exit 7",
+        go = go.display(),
+        started = started.display()
+    );
+    let mut holder = sb
+        .xtlock()
+        .args(["sh", "-c", &script])
+        .env("FAKE_STARTED", &started)
+        .env("FAKE_BUSY_DIR", sb.path("state"))
+        .spawn()
+        .unwrap();
+    let status = wait_bounded_or(&mut holder, || std::fs::write(&go, "").unwrap());
+    assert_eq!(
+        status.code(),
+        Some(7),
+        "the holder waited for its background call"
+    );
+    // The next caller waits for the background call (started, not finished), and a
+    // SIGTERM ends that wait as it would end the program: by the signal.
+    let mut outsider = sb
+        .shim("iptables")
+        .args(["-A", "INPUT", "-j", "ACCEPT"])
+        .env("FAKE_BUSY_DIR", sb.path("state"))
+        .env("XTLOCK_TIMEOUT", "60")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sb.counter(), 1, "the outsider ran beside the nested call");
+    unsafe { libc::kill(outsider.id() as i32, libc::SIGTERM) };
+    let status = wait_bounded(&mut outsider);
+    assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
+    let mut second = sb
+        .shim("iptables")
+        .args(["-A", "INPUT", "-j", "ACCEPT"])
+        .env("FAKE_BUSY_DIR", sb.path("state"))
+        .env("XTLOCK_TIMEOUT", "60")
+        .spawn()
+        .unwrap();
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_bounded(&mut second).code(), Some(0));
+    assert_eq!(sb.counter(), 2);
+    assert!(
+        !sb.path("state/overlaps").exists(),
+        "two writers ran at once"
+    );
+}
+
+/// Wait up to 10 s; on timeout run `cleanup` (so the old build's stuck call ends) and fail.
+fn wait_bounded_or(
+    child: &mut std::process::Child,
+    cleanup: impl FnOnce(),
+) -> std::process::ExitStatus {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(10) {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cleanup();
+    let _ = child.wait();
+    panic!("pid {} did not end within 10 s", child.id());
+}
+
+/// Item 5: a signal during the retry backoff ends xtlock by that signal, so a shell
+/// loop stops on Ctrl-C.
+#[test]
+fn a_signal_in_the_backoff_is_the_calls_status() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut child = sb
+        .shim("iptables")
+        .env("XTLOCK_RETRIES", "100")
+        .env("XTLOCK_TIMEOUT", "120")
+        .env("FAKE_FAIL_TIMES", "1000")
+        .env("FAKE_FAIL_STDERR", EAGAIN)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // From the 8th attempt on the backoff is 0.5 to 1.5 s: nearly all of the time.
+    while sb.counter() < 8 {
+        assert!(start.elapsed() < Duration::from_secs(30), "no retries");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_bounded(&mut child);
+    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
+}
+
+/// Item 2: root never runs without the lock. An immutable lock file (`chattr +i`)
+/// refuses a read-write open even to root; xtlock locks it through a read-only one.
+#[test]
+fn root_waits_for_an_immutable_lock_file() {
+    if !require("root", is_root()) || !require("chattr", have("chattr")) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    std::fs::write(sb.lock_file(), "").unwrap();
+    let immutable = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(sb.lock_file())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !require("chattr +i on the temp dir's file system", immutable("+i")) {
+        return;
+    }
+    struct Mutable<F: Fn(&str) -> bool>(F);
+    impl<F: Fn(&str) -> bool> Drop for Mutable<F> {
+        fn drop(&mut self) {
+            (self.0)("-i");
+        }
+    }
+    let _undo = Mutable(immutable);
+    // Held by a process that is not our ancestor (an ancestor's lock is ours to join).
+    let ready = sb.path("state/ready");
+    let mut holder = std::process::Command::new("flock")
+        .arg(sb.lock_file())
+        .args(["-c", &format!("touch {}; exec sleep 30", ready.display())])
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    let out = run(sb
+        .shim("iptables")
+        .args(["-A", "INPUT", "-j", "DROP"])
+        .env("XTLOCK_TIMEOUT", "1"));
+    assert_eq!(code(&out), 4, "{} {}", stderr(&out), sb.log());
+    assert!(
+        stderr(&out).starts_with("xtlock: timed out"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.counter(), 0, "ran beside the holder");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = run(sb.shim("iptables").args(["-A", "INPUT", "-j", "DROP"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(sb.counter(), 1);
+}
+
+/// Item 7: a busy call whose parent has thousands of descriptors looks only at those
+/// that name the lock file, and never stats one (a stat of a descriptor on a hung NFS
+/// or FUSE mount never returns).
+#[test]
+fn a_busy_call_never_stats_its_ancestors_descriptors() {
+    if !require("strace", have("strace")) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut holder = hold_lock(&sb, 30);
+    let trace = sb.path("state/trace");
+    let script = format!(
+        "ulimit -n 8192; i=0; while [ $i -lt 3000 ]; do eval \"exec $((i + 100))</dev/null\"; i=$((i + 1)); done; \
+         touch {ready}; strace -f -qq -e trace=stat,lstat,newfstatat,statx,fstat -o {trace} {shim} -A INPUT -j DROP",
+        ready = sb.path("state/ready").display(),
+        trace = trace.display(),
+        shim = sb.path("shim/iptables").display(),
+    );
+    let mut caller = sb
+        .command("bash")
+        .args(["-c", &script])
+        .env("XTLOCK_TIMEOUT", "60")
+        .spawn()
+        .unwrap();
+    wait_for_file(&sb.path("state/ready"));
+    // Let it queue behind the holder before the holder goes.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let status = wait_bounded_or(&mut caller, || {});
+    assert_eq!(status.code(), Some(0));
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let stats = trace.lines().filter(|l| l.contains("/fd/")).count();
+    assert_eq!(stats, 0, "stat calls on /proc/PID/fd entries: {stats}");
+}
+
+/// Item 12: a caller that ignores SIGCHLD gives its program SIGCHLD ignored, as bare.
+#[test]
+fn an_ignored_sigchld_reaches_the_program() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let signals = |program: std::path::PathBuf, file: &str| {
+        let file = sb.path(file);
+        let mut cmd = sb.command(program);
+        cmd.arg0("iptables")
+            .args(["-A", "INPUT"])
+            .env("FAKE_SIGNALS_FILE", &file);
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGCHLD, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        assert_eq!(code(&run(&mut cmd)), 0);
+        std::fs::read_to_string(file).unwrap()
+    };
+    let bare = signals(sb.path("real/iptables"), "state/bare");
+    let shim = signals(sb.path("shim/iptables"), "state/shim");
+    let ignored = bare
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:\t"))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        .unwrap();
+    assert_ne!(ignored & (1 << (libc::SIGCHLD - 1)), 0, "{bare}");
+    assert_eq!(shim, bare);
+}
