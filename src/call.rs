@@ -305,6 +305,11 @@ impl Guard {
 
     /// Never waits: a nested call still running keeps the next holder waiting, not us.
     fn release(self) {
+        match &self {
+            Guard::Held { .. } => nesting::checkpoint("holder-done"),
+            Guard::Nested { .. } => nesting::checkpoint("nested-done"),
+            Guard::Unlocked => {}
+        }
         match self {
             Guard::Held {
                 held,
@@ -365,6 +370,7 @@ fn lock(
     if let Some(token) = our_token {
         match nesting::join(lock.file(), token, deadline, pump.as_deref_mut()) {
             Ok(true) => {
+                nesting::checkpoint("nested-joined");
                 return Ok(Guard::Nested {
                     lock,
                     token: Some(token),
@@ -390,6 +396,7 @@ fn lock(
         }
         Err(e) => return Err(lock_failed(events, e.to_string())),
     };
+    nesting::checkpoint("holder-locked");
     match nesting::open_domain(held.file(), deadline, pump) {
         Ok(token) => Ok(Guard::Held { held, token }),
         Err(nesting::OpenError::NestedStillRunning) => {

@@ -42,6 +42,25 @@ pub const MAX_DEPTH: u32 = 16;
 const RECORD_LEN: usize = 64;
 const RECORD_TAG: &[u8] = b"xtlock-token ";
 
+/// Test hook for the kill tests (tests/cli/protocol.rs): with
+/// `XTLOCK_TEST_CHECKPOINT=STEP:FILE`, a call reaching STEP writes its pid to FILE and
+/// stops there until it is killed. One environment lookup a step otherwise.
+pub fn checkpoint(step: &str) {
+    let Some(value) = std::env::var_os("XTLOCK_TEST_CHECKPOINT") else {
+        return;
+    };
+    let value = value.to_string_lossy();
+    let Some((wanted, file)) = value.split_once(':') else {
+        return;
+    };
+    if wanted == step {
+        let _ = std::fs::write(file, std::process::id().to_string());
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 pub fn depth(value: Option<&OsStr>) -> u32 {
     value
         .and_then(|v| v.to_str())
@@ -171,6 +190,7 @@ pub fn open_domain(
     }
     let token = fastrand::u64(1..);
     let written = file.write_all_at(&format_record(token), 0);
+    checkpoint("holder-recorded");
     let _ = gate(file, Gate::Open, false);
     Ok(written.ok().map(|()| token))
 }

@@ -17,6 +17,7 @@ mod nesting;
 mod package;
 mod passthrough;
 mod properties;
+mod protocol;
 mod reads;
 mod real_inputs;
 mod real_iptables;
