@@ -324,12 +324,6 @@ impl Guard {
     }
 }
 
-/// Root never runs unlocked: only a caller without root's privileges falls back to bare.
-fn may_run_unlocked() -> bool {
-    // SAFETY: geteuid cannot fail and has no preconditions.
-    unsafe { libc::geteuid() != 0 }
-}
-
 fn lock(
     call: &Call,
     config: &Config,
@@ -353,7 +347,8 @@ fn lock(
     };
     let lock = match LockFile::open(path) {
         Ok(lock) => lock,
-        Err(e) if e.is_permission() && may_run_unlocked() => {
+        // Root never runs unlocked: only a caller without root's rights runs as bare.
+        Err(e) if e.is_permission() && !crate::procinfo::running_as_root() => {
             let e = call
                 .event(Severity::Warning, "unlocked")
                 .field("error", e.to_string())

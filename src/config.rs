@@ -132,7 +132,7 @@ impl Sources<'_> {
     pub fn process() -> Sources<'static> {
         Sources {
             env: &|name| std::env::var_os(name),
-            running_as_root: unsafe { libc::geteuid() } == 0,
+            running_as_root: crate::procinfo::running_as_root(),
         }
     }
 }
@@ -562,7 +562,7 @@ mod tests {
             (Duration::from_secs(5), 0),
             "not root: the mode is the owner's business"
         );
-        if unsafe { libc::geteuid() } == 0 {
+        if crate::procinfo::running_as_root() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
             std::os::unix::fs::chown(&path, Some(1234), None).unwrap();
             let (_, w) = with_env(&env, true, Layer::default()).unwrap();

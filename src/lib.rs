@@ -33,6 +33,8 @@ use std::ffi::OsString;
 ///   lock file never becomes "stderr".
 pub fn process_setup() {
     signals::process_setup();
+    // SAFETY: fcntl, open, dup2 and close on descriptor numbers only; nothing in this
+    // process owns fds 0-2 as Rust objects yet, and `null` is ours until closed.
     unsafe {
         for fd in 0..=2 {
             if libc::fcntl(fd, libc::F_GETFD) == -1 {

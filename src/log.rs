@@ -190,6 +190,8 @@ fn syslog_datagram(event: &Event) -> Vec<u8> {
 }
 
 fn local_timestamp() -> String {
+    // SAFETY: `tm` is plain data filled by localtime_r (the reentrant form); strftime
+    // writes at most `buf.len()` bytes into `buf` and returns how many.
     unsafe {
         let now = libc::time(std::ptr::null_mut());
         let mut tm: libc::tm = std::mem::zeroed();
@@ -301,6 +303,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fifo = dir.path().join("fifo");
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: `c` is NUL-terminated and outlives the call.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         for file in [
             fifo,

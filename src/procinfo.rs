@@ -5,6 +5,12 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
+/// Is this process root (effective uid 0)?
+pub fn running_as_root() -> bool {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// A process's argv, or None if it is gone or unreadable.
 pub fn cmdline(pid: u32) -> Option<Vec<OsString>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -51,6 +57,7 @@ pub fn age_secs(pid: u32) -> Option<f64> {
         .next()?
         .parse()
         .ok()?;
+    // SAFETY: sysconf has no preconditions.
     let ticks_per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     Some((uptime - start_ticks / ticks_per_sec).max(0.0))
 }

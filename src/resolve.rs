@@ -206,10 +206,13 @@ impl SelfIdentity {
 fn exec_path() -> std::io::Result<PathBuf> {
     use std::os::unix::ffi::OsStrExt;
     let not_found = || std::io::Error::from(std::io::ErrorKind::NotFound);
+    // SAFETY: getauxval has no preconditions; it returns 0 for an absent entry.
     let pointer = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
     if pointer.is_null() {
         return Err(not_found());
     }
+    // SAFETY: AT_EXECFN points at the NUL-terminated file name the kernel put on our
+    // stack at exec, which lives as long as the process.
     let name = unsafe { std::ffi::CStr::from_ptr(pointer) };
     Ok(PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes())))
 }
@@ -220,6 +223,7 @@ fn is_executable(path: &Path) -> bool {
         return false;
     };
     // access(2) answers for our real uid, and knows about root's special case.
+    // SAFETY: `c_path` is NUL-terminated and outlives the call.
     unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
 }
 

@@ -85,7 +85,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((read.into(), write.into()))
 }
 
+/// Only on pipes xtlock made itself, never on a descriptor it shares with its caller.
 fn set_nonblocking(fd: RawFd) {
+    // SAFETY: `fd` is an open pipe end we own; F_GETFL/F_SETFL touch only its flags.
     unsafe {
         let flags = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
@@ -252,6 +254,8 @@ pub fn exec(program: &Program) -> io::Error {
     };
     let (argv, envp) = (null_terminated(&vectors.0), null_terminated(&vectors.1));
     crate::signals::restore_for_exec();
+    // SAFETY: path, argv and envp are NUL-terminated and outlive the call (it returns
+    // only on failure).
     unsafe { libc::execve(path.as_ptr(), argv.as_ptr().cast(), envp.as_ptr().cast()) };
     io::Error::last_os_error()
 }
@@ -259,8 +263,10 @@ pub fn exec(program: &Program) -> io::Error {
 /// An fd that becomes readable when the child exits: a pidfd (Linux 5.3), or else a
 /// pipe written by a thread that waits for the child without reaping it.
 fn exit_notifier(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd >= 0 {
+        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
         return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
     }
     let (read, write) = pipe()?;
@@ -273,7 +279,9 @@ fn exit_notifier(pid: i32) -> io::Result<OwnedFd> {
 
 fn wait_without_reaping(pid: i32) {
     loop {
+        // SAFETY: siginfo_t is plain data; all-zero is valid, and waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child unreaped.
         let rc = unsafe {
             libc::waitid(
                 libc::P_PID,
@@ -325,6 +333,7 @@ impl StderrSink {
 }
 
 fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return Err(io::Error::last_os_error());

@@ -29,16 +29,26 @@ fn bit(signal: i32) -> u64 {
     1u64 << signal
 }
 
+/// An empty sigaction (plain data: all-zero is a valid value of it).
+fn empty_action() -> libc::sigaction {
+    // SAFETY: sigaction is a C struct of integers, pointers and a sigset_t; all zero is
+    // SIG_DFL with no flags and an empty mask.
+    unsafe { std::mem::zeroed() }
+}
+
 fn disposition(signal: i32) -> libc::sighandler_t {
-    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    let mut old = empty_action();
+    // SAFETY: a null new action only reads the current one into `old`, a valid struct.
     unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) };
     old.sa_sigaction
 }
 
 fn set(signal: i32, handler: libc::sighandler_t) {
-    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    let mut action = empty_action();
     action.sa_sigaction = handler;
     action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `action` is a valid sigaction; `handler` is SIG_DFL, SIG_IGN or
+    // `on_signal`, which is async-signal-safe.
     unsafe {
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(signal, &action, std::ptr::null_mut());
@@ -92,6 +102,9 @@ pub fn restore_for_exec() {
 pub fn install() {
     if WAKE_WRITE.load(Ordering::SeqCst) < 0 {
         let mut fds = [0; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes. They stay open
+        // for the life of the process (the handler may write at any time), so they are
+        // kept as raw numbers, not owned.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } == 0 {
             WAKE_READ.store(fds[0], Ordering::SeqCst);
             WAKE_WRITE.store(fds[1], Ordering::SeqCst);
@@ -112,10 +125,14 @@ extern "C" fn on_signal(signal: libc::c_int) {
     RECEIVED.store(signal, Ordering::SeqCst);
     let child = CHILD.load(Ordering::SeqCst);
     if child > 0 {
+        // SAFETY: kill is async-signal-safe; `child` is our unreaped child (cleared
+        // before it is reaped), so the pid cannot name another process.
         unsafe { libc::kill(child, signal) };
     }
     let wake = WAKE_WRITE.load(Ordering::SeqCst);
     if wake >= 0 {
+        // SAFETY: write is async-signal-safe; `wake` is the open, non-blocking end of
+        // the self-pipe, and the one-byte buffer is valid.
         unsafe { libc::write(wake, [0u8].as_ptr().cast(), 1) };
     }
 }
@@ -137,6 +154,9 @@ static INTERNAL_AT_DEFAULT: AtomicU64 = AtomicU64::new(0);
 
 fn kernel_disposition(signal: i32) -> Option<usize> {
     let mut old = [0usize; 4]; // struct kernel_sigaction: handler, flags, restorer, mask
+    // SAFETY: the kernel writes at most its struct sigaction (handler first; 32 bytes
+    // on x86_64 and arm64 with an 8-byte sigset) into `old`, which has that room; a null
+    // new action changes nothing.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_rt_sigaction,
@@ -154,18 +174,38 @@ fn kernel_disposition(signal: i32) -> Option<usize> {
 pub fn child_defaults() -> libc::sigset_t {
     let changed =
         CHANGED_FROM_DEFAULT.load(Ordering::SeqCst) | INTERNAL_AT_DEFAULT.load(Ordering::SeqCst);
+    // SAFETY: sigset_t is plain data; sigemptyset makes it a valid empty set.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
     unsafe { libc::sigemptyset(&mut set) };
-    // Bit n-1 of the first word is signal n, as the kernel lays the set out.
-    let first_word = &mut set as *mut libc::sigset_t as *mut u64;
-    unsafe { *first_word |= changed >> 1 };
+    for signal in 1..64 {
+        if changed & bit(signal) != 0 {
+            add_raw(&mut set, signal);
+        }
+    }
     set
+}
+
+/// Add `signal` to `set` as glibc's own __sigaddset does (sigsetops.h: bit
+/// (signal - 1) % ULONG_WIDTH of unsigned long word (signal - 1) / ULONG_WIDTH), which
+/// sigaddset refuses to do for glibc's internal signals.
+fn add_raw(set: &mut libc::sigset_t, signal: i32) {
+    const WORD_BITS: usize = libc::c_ulong::BITS as usize;
+    const WORDS: usize =
+        std::mem::size_of::<libc::sigset_t>() / std::mem::size_of::<libc::c_ulong>();
+    let index = (signal - 1) as usize;
+    // SAFETY: glibc's sigset_t is `unsigned long __val[1024 / ULONG_WIDTH]`
+    // (bits/types/__sigset_t.h): viewing it as that array is its own layout, and the
+    // index is bounds-checked by the array access.
+    let words = unsafe { &mut *(set as *mut libc::sigset_t as *mut [libc::c_ulong; WORDS]) };
+    words[index / WORD_BITS] |= 1 << (index % WORD_BITS);
 }
 
 /// Record the running program, then hand it any signal that came in just before.
 pub fn child_started(pid: i32) {
     CHILD.store(pid, Ordering::SeqCst);
     if let Some(signal) = received() {
+        // SAFETY: `pid` is our unreaped child.
         unsafe { libc::kill(pid, signal) };
     }
 }
@@ -203,14 +243,56 @@ pub fn sleep_unless_signalled(delay: Duration) -> Option<i32> {
     }
 }
 
-/// Die by `signal` as the program did: default action, unblocked, raised.
+/// Die by `signal` as the program did: default action, unblocked, raised. Without a
+/// core dump of our own (as uutils' timeout): the program dumped its core, if any, and
+/// a second one from xtlock would only hide it.
 pub fn die_by(signal: i32) {
     set(signal, libc::SIG_DFL);
+    let no_core = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `no_core` is a valid rlimit; lowering a limit needs no privilege.
+    unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+    // SAFETY: sigset_t is plain data, made a valid set by sigemptyset; the mask change
+    // and raise only affect this thread, which then dies.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, signal);
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
         libc::raise(signal);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_adds_match_sigaddset() {
+        for signal in [1, 2, 13, 17, 31, 34, 63] {
+            // SAFETY: plain data made valid by sigemptyset.
+            let (mut ours, mut glibc): (libc::sigset_t, libc::sigset_t) =
+                unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+            // SAFETY: valid sets.
+            unsafe {
+                libc::sigemptyset(&mut ours);
+                libc::sigemptyset(&mut glibc);
+                libc::sigaddset(&mut glibc, signal);
+            }
+            add_raw(&mut ours, signal);
+            // SAFETY: valid sets.
+            let same = (1..64)
+                .all(|s| unsafe { libc::sigismember(&ours, s) == libc::sigismember(&glibc, s) });
+            assert!(same, "signal {signal}");
+        }
+        // SAFETY: plain data made valid by sigemptyset.
+        let mut internal: libc::sigset_t = unsafe { std::mem::zeroed() };
+        add_raw(&mut internal, 33);
+        // SAFETY: a valid set, viewed as bytes of its own size.
+        let bytes: [u8; 16] =
+            unsafe { std::ptr::read((&internal as *const libc::sigset_t).cast()) };
+        assert_eq!(u64::from_ne_bytes(bytes[..8].try_into().unwrap()), 1 << 32);
     }
 }

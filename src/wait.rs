@@ -11,7 +11,7 @@
 //! the process then exits holding it, and the kernel releases it with the process.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Instant;
 
 /// The caller's stdin, read while we wait (only for a program that reads it to EOF).
@@ -25,10 +25,8 @@ impl StdinPump {
     /// A pump for our stdin, if it is a pipe or socket whose writer could block on us;
     /// a terminal, a file or /dev/null never does.
     pub fn for_stdin(max: usize) -> Option<StdinPump> {
-        let stdin = unsafe { BorrowedFd::borrow_raw(0) };
-        let meta = std::fs::File::from(stdin.try_clone_to_owned().ok()?)
-            .metadata()
-            .ok()?;
+        let stdin = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(stdin).metadata().ok()?;
         use std::os::unix::fs::FileTypeExt;
         let kind = meta.file_type();
         (kind.is_fifo() || kind.is_socket()).then(|| StdinPump {

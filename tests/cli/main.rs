@@ -24,4 +24,5 @@ mod real_iptables;
 mod restore;
 mod retry;
 mod shim;
+mod source;
 mod ufw;
