@@ -126,15 +126,16 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
     let kind = classify::classify(&call.name, &call.args, backend, posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
-    let program = |env| Program {
+    let program = |env, lock_fd| Program {
         path: &path,
         arg0: &call.arg0,
         args: &call.args,
         env,
+        lock_fd,
     };
 
     if runs_in_our_place(&kind, backend, config.verbose) {
-        let e = run::exec(&program(&env));
+        let e = run::exec(&program(&env, None));
         return Err(spawn_failure(&path, e));
     }
 
@@ -185,7 +186,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         &Attempts {
             call,
             config,
-            program: &program(&env),
+            program: &program(&env, guard.fd_for(&kind)),
             kind: &kind,
             prepared: prepared.as_ref(),
             input: &input,
@@ -296,6 +297,22 @@ enum Guard {
 }
 
 impl Guard {
+    /// The descriptor that holds our lock (or gate read lock), for the program of an
+    /// iptables-family call to keep: if xtlock is SIGKILLed, the next caller still waits
+    /// for the program. Never for scripts and unknown programs, whose background
+    /// children (a daemon) could hold it for ever.
+    fn fd_for(&self, kind: &Kind) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        if matches!(kind, Kind::Other) {
+            return None;
+        }
+        match self {
+            Guard::Held { held, .. } => Some(held.file().as_raw_fd()),
+            Guard::Nested { lock, .. } => Some(lock.file().as_raw_fd()),
+            Guard::Unlocked => None,
+        }
+    }
+
     fn token(&self) -> Option<u64> {
         match self {
             Guard::Held { token, .. } | Guard::Nested { token, .. } => *token,

@@ -23,6 +23,9 @@ pub struct Program<'a> {
     pub args: &'a [OsString],
     /// Variables set (or replaced) for the program.
     pub env: &'a [(&'static str, String)],
+    /// Our lock's descriptor, left open in the program so that the lock lives as long
+    /// as the program does, even if xtlock is killed (flock(1) does the same).
+    pub lock_fd: Option<RawFd>,
 }
 
 pub enum Input<'a> {
@@ -143,7 +146,7 @@ fn spawn(program: &Program, stdin_fd: Option<RawFd>, stderr_fd: Option<RawFd>) -
     // caller that ignores SIGCHLD (which xtlock cannot, or the kernel would reap the
     // program before we learn its status) gets it ignored through fork and exec.
     if crate::signals::was_ignored(libc::SIGCHLD) {
-        return fork_exec(&path, &argv, &envp, stdin_fd, stderr_fd);
+        return fork_exec(&path, &argv, &envp, stdin_fd, stderr_fd, program.lock_fd);
     }
     // SAFETY: the attribute and file-action objects are initialised before use and
     // destroyed after; path, argv and envp are NUL-terminated and outlive the call.
@@ -157,6 +160,10 @@ fn spawn(program: &Program, stdin_fd: Option<RawFd>, stderr_fd: Option<RawFd>) -
         }
         if let Some(fd) = stderr_fd {
             libc::posix_spawn_file_actions_adddup2(&mut actions, fd, 2);
+        }
+        // dup2 onto itself clears close-on-exec (POSIX.1-2024; glibc 2.29, bug 23640).
+        if let Some(fd) = program.lock_fd {
+            libc::posix_spawn_file_actions_adddup2(&mut actions, fd, fd);
         }
         // The caller's mask (xtlock blocks nothing) and the caller's dispositions.
         let mut mask: libc::sigset_t = std::mem::zeroed();
@@ -196,6 +203,7 @@ fn fork_exec(
     envp: &[*mut libc::c_char],
     stdin_fd: Option<RawFd>,
     stderr_fd: Option<RawFd>,
+    lock_fd: Option<RawFd>,
 ) -> io::Result<i32> {
     let (report_read, report_write) = pipe()?;
     let defaults = crate::signals::child_defaults();
@@ -212,6 +220,9 @@ fn fork_exec(
                 if let Some(fd) = fd {
                     libc::dup2(fd, target);
                 }
+            }
+            if let Some(fd) = lock_fd {
+                libc::fcntl(fd, libc::F_SETFD, 0);
             }
             for signal in 1..libc::SIGRTMIN() {
                 if libc::sigismember(&defaults, signal) == 1 {

@@ -157,3 +157,66 @@ fn a_nested_call_killed_after_its_program() {
     assert_eq!(s.runs_of("OUTSIDER"), 1);
     s.assert_alone();
 }
+
+/// The holder SIGKILLed while its program runs: the program keeps the lock (its copy
+/// of the descriptor), so the next caller waits for it, not only for xtlock.
+#[test]
+fn a_holder_killed_while_its_program_runs() {
+    let s = Scenario::new();
+    let go = s.sb.path("state/go");
+    let started = s.sb.path("state/started");
+    let mut holder =
+        s.sb.shim("iptables")
+            .args(["-A", "INPUT", "-j", "KILLED_HOLDER"])
+            .env("FAKE_WAIT_FOR", &go)
+            .env("FAKE_STARTED", &started)
+            .env("FAKE_BUSY_DIR", s.sb.path("state"))
+            .spawn()
+            .unwrap();
+    wait_for_file(&started);
+    holder.kill().unwrap();
+    let _ = holder.wait();
+    let mut outsider = s.outsider();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(s.runs_of("OUTSIDER"), 0, "ran beside the orphaned program");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_bounded(&mut outsider).code(), Some(0));
+    assert_eq!(s.runs_of("KILLED_HOLDER"), 1);
+    assert_eq!(s.runs_of("OUTSIDER"), 1);
+    s.assert_alone();
+}
+
+/// A nested call SIGKILLed while its program runs: the program keeps the gate read
+/// lock, so the next holder waits for it.
+#[test]
+fn a_nested_call_killed_while_its_program_runs() {
+    let s = Scenario::new();
+    let go = s.sb.path("state/go");
+    let started = s.sb.path("state/started");
+    let script = format!(
+        "FAKE_WAIT_FOR={go} FAKE_STARTED={started} iptables -A INPUT -j NESTED & \
+         while [ ! -s {started} ]; do sleep 0.01; done; \
+         kill -9 $!; wait",
+        go = go.display(),
+        started = started.display()
+    );
+    let mut holder =
+        s.sb.xtlock()
+            .args(["sh", "-c", &script])
+            .env("FAKE_BUSY_DIR", s.sb.path("state"))
+            .spawn()
+            .unwrap();
+    let _ = wait_bounded(&mut holder);
+    let mut outsider = s.outsider();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        s.runs_of("OUTSIDER"),
+        0,
+        "ran beside the orphaned nested program"
+    );
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(wait_bounded(&mut outsider).code(), Some(0));
+    assert_eq!(s.runs_of("NESTED"), 1);
+    assert_eq!(s.runs_of("OUTSIDER"), 1);
+    s.assert_alone();
+}
