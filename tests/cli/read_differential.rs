@@ -3,9 +3,9 @@
 //! chains and rule numbers, matches, targets, tables, waits, bundles, abbreviations,
 //! `!`, `--`, stray and hostile words) are classified by the library; each one it calls
 //! a read (Effect::ReadOnly or HelpOrVersion) is run by the real iptables-legacy and
-//! iptables-nft in a private network namespace, on a fixture ruleset
-//! (tests/reads/differential.sh), and every table, counters included, must be byte for
-//! byte as it was. iptables may refuse such an argv (exit 2, a usage error: nothing ran)
+//! iptables-nft in a private network namespace, on a fixture ruleset, then by
+//! iptables-nft on an empty ruleset (tests/reads/differential.sh), and every table,
+//! counters included, must be byte for byte as it was. iptables may refuse such an argv (exit 2, a usage error: nothing ran)
 //! or answer it (exit 0, or 1 or 3 with a read's own answer), nothing else.
 
 use crate::common::*;
@@ -18,25 +18,33 @@ use xtlock::classify::{Backend, Effect, Kind, Wait, classify};
 const DEFAULT_SEED: u64 = 0x1608;
 const GENERATED: usize = 3000;
 
-/// Writes the check must see as changes, on both backends: without them a check that
-/// never sees anything would pass.
-const CONTROLS: &[&[&str]] = &[
-    &["-Z"],
-    &["-L", "-Z"],
-    &["-t", "nat", "-Z", "POSTROUTING"],
-    &["-A", "INPUT", "-j", "ACCEPT"],
-    &["-I", "f2b-sshd", "1", "-s", "198.51.100.7", "-j", "DROP"],
-    &["-D", "f2b-sshd", "1"],
-    &["-D", "f2b-sshd", "-j", "RETURN"],
-    &["-R", "f2b-sshd", "2", "-j", "DROP"],
-    &["-F", "f2b-sshd"],
-    &["-t", "raw", "-F"],
-    &["-N", "fresh"],
-    &["-X", "empty"],
-    &["-E", "empty", "renamed"],
-    &["-P", "INPUT", "ACCEPT"],
-    &["-t", "security", "-P", "OUTPUT", "DROP"],
+/// Writes the check must see as changes on the fixture, both backends: without them a
+/// check that never sees anything would pass. `true`: iptables-nft on an empty ruleset
+/// makes something of it too (the others find nothing to change there).
+const CONTROLS: &[(&[&str], bool)] = &[
+    (&["-Z"], false),
+    (&["-L", "-Z"], false),
+    (&["-t", "nat", "-Z", "POSTROUTING"], false),
+    (&["-A", "INPUT", "-j", "ACCEPT"], true),
+    (
+        &["-I", "f2b-sshd", "1", "-s", "198.51.100.7", "-j", "DROP"],
+        false,
+    ),
+    (&["-D", "f2b-sshd", "1"], false),
+    (&["-D", "f2b-sshd", "-j", "RETURN"], false),
+    (&["-R", "f2b-sshd", "2", "-j", "DROP"], false),
+    (&["-F", "f2b-sshd"], false),
+    (&["-t", "raw", "-F"], false),
+    (&["-N", "fresh"], true),
+    (&["-X", "empty"], false),
+    (&["-E", "empty", "renamed"], false),
+    (&["-P", "INPUT", "ACCEPT"], true),
+    (&["-t", "security", "-P", "OUTPUT", "DROP"], true),
 ];
+
+/// The runs of each argv (tests/reads/differential.sh): each backend on the fixture,
+/// then iptables-nft on an empty ruleset.
+const RUNS: [&str; 3] = ["legacy", "nft", "nft-empty"];
 
 /// What iptables 1.8.9 says when it answers a read with exit 1: a `-C` whose rule is
 /// absent; a chain, target or match that does not exist (iptables-nft calls a missing
@@ -625,7 +633,7 @@ fn encode(argvs: &[Words]) -> Vec<u8> {
 
 struct Outcome {
     index: usize,
-    backend: String,
+    run: String,
     status: i32,
     changed: bool,
     stderr: String,
@@ -641,7 +649,7 @@ fn decode(raw: &[u8]) -> Vec<Outcome> {
         .chunks_exact(5)
         .map(|f| Outcome {
             index: f[0].parse().unwrap(),
-            backend: f[1].clone(),
+            run: f[1].clone(),
             status: f[2].parse().unwrap(),
             changed: match f[3].as_str() {
                 "same" => false,
@@ -689,7 +697,7 @@ fn what_xtlock_runs_unlocked_changes_nothing_in_the_real_iptables() {
     let generated: Vec<Words> = (0..GENERATED).map(|_| generator.argv()).collect();
     let (reads, writes): (Vec<Words>, Vec<Words>) =
         generated.into_iter().partition(|argv| is_read(argv));
-    let controls: Vec<Words> = CONTROLS.iter().map(|c| words(c)).collect();
+    let controls: Vec<Words> = CONTROLS.iter().map(|(c, _)| words(c)).collect();
     for control in &controls {
         assert!(
             !is_read(control),
@@ -731,15 +739,20 @@ fn what_xtlock_runs_unlocked_changes_nothing_in_the_real_iptables() {
     let outcomes = decode(&std::fs::read(&out_file).unwrap());
     assert_eq!(
         outcomes.len(),
-        2 * all.len(),
-        "an outcome per argv and backend"
+        RUNS.len() * all.len(),
+        "an outcome per argv and run"
     );
+    let label = |o: &Outcome| match o.run.strip_suffix("-empty") {
+        Some(backend) => format!("iptables-{backend} (empty ruleset)"),
+        None => format!("iptables-{}", o.run),
+    };
 
-    let (control_outcomes, read_outcomes) = outcomes.split_at(2 * controls.len());
+    let (control_outcomes, read_outcomes): (Vec<&Outcome>, Vec<&Outcome>) =
+        outcomes.iter().partition(|o| o.index < controls.len());
     let unseen: Vec<String> = control_outcomes
         .iter()
-        .filter(|o| !o.changed)
-        .map(|o| format!("{} {}", o.backend, quoted(&all[o.index])))
+        .filter(|o| !o.changed && (o.run != "nft-empty" || CONTROLS[o.index].1))
+        .map(|o| format!("{} {}", label(o), quoted(&all[o.index])))
         .collect();
     assert!(
         unseen.is_empty(),
@@ -747,24 +760,22 @@ fn what_xtlock_runs_unlocked_changes_nothing_in_the_real_iptables() {
         unseen.join("\n")
     );
 
-    let mut answered = [0usize; 2];
+    let mut answered = [0usize; RUNS.len()];
     let mut failures = Vec::new();
-    for outcome in read_outcomes {
+    for outcome in &read_outcomes {
+        let run = RUNS.iter().position(|r| *r == outcome.run).unwrap();
         if outcome.status == 0 {
-            answered[usize::from(outcome.backend == "nft")] += 1;
+            answered[run] += 1;
         }
         if let Some(why) = wrong(outcome) {
             failures.push(format!(
-                "iptables-{} {}: {why}",
-                outcome.backend,
+                "{} {}: {why}",
+                label(outcome),
                 quoted(&all[outcome.index])
             ));
         }
     }
-    eprintln!(
-        "reads answered with exit 0: legacy {}, nft {}",
-        answered[0], answered[1]
-    );
+    eprintln!("reads answered with exit 0 ({RUNS:?}): {answered:?}");
     assert!(
         failures.is_empty(),
         "{} of {} runs of reads were not reads (seed {seed}):\n{}",
@@ -777,10 +788,10 @@ fn what_xtlock_runs_unlocked_changes_nothing_in_the_real_iptables() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    // Most reads must really run, not just be refused.
-    for count in answered {
+    // Most reads must really run, not just be refused (on the fixture).
+    for count in &answered[..2] {
         assert!(
-            count >= reads.len() / 4,
+            *count >= reads.len() / 4,
             "too few reads answered: {answered:?}"
         );
     }

@@ -1,9 +1,10 @@
 #!/bin/bash
 # Runs argvs that xtlock classifies as reads with the real iptables-legacy and
-# iptables-nft, on a fixture ruleset, and says after each whether any table changed.
+# iptables-nft, on a fixture ruleset (then iptables-nft again on an empty one), and
+# says after each whether any table changed.
 # Usage (by tests/cli/read_differential.rs): unshare -n -m bash differential.sh ARGVS OUT
 # ARGVS: one record "N\0WORD1\0...WORDN\0" per argv. OUT gets one record per argv and backend:
-# "INDEX\0BACKEND\0STATUS\0same|changed\0STDERR\0".
+# "INDEX\0RUN\0STATUS\0same|changed\0STDERR\0" (RUN: legacy, nft, nft-empty).
 set -u
 . "$(dirname "$0")/../private-namespace.sh"
 enter_private_namespace read-differential
@@ -68,27 +69,44 @@ for b in legacy nft; do
     before[$b]=$(tables "$b")
     [ -n "${before[$b]}" ] || { echo "$b: no tables after loading the fixture" >&2; exit 3; }
 done
+# The state a run starts from again after a change.
+reset() {
+    case $1 in
+    nft-empty) nft flush ruleset ;;
+    *) load "$1" ;;
+    esac
+}
 
 err=/run/stderr
-index=0
-while IFS= read -r -d '' n; do
-    args=()
-    for ((k = 0; k < n; k++)); do
-        IFS= read -r -d '' word
-        args+=("$word")
-    done
-    for b in legacy nft; do
-        timeout 10 "iptables-$b" "${args[@]}" < /dev/null > /dev/null 2> "$err"
-        status=$?
-        if [ "$(tables "$b")" == "${before[$b]}" ]; then
-            verdict=same
-        else
-            verdict=changed
-            load "$b" # the next argv starts from the fixture again
-        fi
-        IFS= read -r -d '' stderr < "$err"
-        printf '%s\0%s\0%s\0%s\0%s\0' "$index" "$b" "$status" "$verdict" "$stderr" >> "$out"
-    done
-    index=$((index + 1))
-done < "$argvs"
-echo "done argvs=$index"
+# run_all RUN...: every argv, with each RUN after the other: legacy or nft on the
+# fixture, or nft-empty: iptables-nft on an empty ruleset, where a read that made a
+# table or a built-in chain would show (iptables-nft makes them on demand, nft.c
+# nft_xt_builtin_init, which its list code calls too).
+run_all() {
+    local index=0 n k word args run status verdict stderr
+    while IFS= read -r -d '' n; do
+        args=()
+        for ((k = 0; k < n; k++)); do
+            IFS= read -r -d '' word
+            args+=("$word")
+        done
+        for run in "$@"; do
+            timeout 10 "iptables-${run%-empty}" "${args[@]}" < /dev/null > /dev/null 2> "$err"
+            status=$?
+            if [ "$(tables "${run%-empty}")" == "${before[$run]}" ]; then
+                verdict=same
+            else
+                verdict=changed
+                reset "$run" # the next argv starts from the same state again
+            fi
+            IFS= read -r -d '' stderr < "$err"
+            printf '%s\0%s\0%s\0%s\0%s\0' "$index" "$run" "$status" "$verdict" "$stderr" >> "$out"
+        done
+        index=$((index + 1))
+    done < "$argvs"
+    echo "done $* argvs=$index"
+}
+run_all legacy nft
+nft flush ruleset
+before[nft-empty]=$(tables nft)
+run_all nft-empty
