@@ -76,7 +76,7 @@ const NO_TABLE: &[(&str, &str)] = &[
 ];
 
 /// Lines printed besides the answer: iptables-nft's once legacy tables exist
-/// (IPTABLES-FACTS), and `-W`'s (xshared.c, 1.8.9).
+/// (IPTABLES-FACTS), and `-W N`'s (xshared.c parse_wait_interval, 1.8.9).
 const WARNINGS: &[&str] = &[
     "# Warning: iptables-legacy tables present",
     "Ignoring deprecated --wait-interval option.",
