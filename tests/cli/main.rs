@@ -18,6 +18,7 @@ mod package;
 mod passthrough;
 mod properties;
 mod protocol;
+mod read_differential;
 mod reads;
 mod real_inputs;
 mod real_iptables;
