@@ -119,6 +119,7 @@ fn the_package_keeps_the_firewall_working_through_its_whole_life() {
         "apt-remove-clean",
         "backstop-clean",
         "xtlock-upgrade-through",
+        "divert-only-ipset-through",
     ] {
         assert!(
             stdout.contains(&format!("step={step} ok")),
