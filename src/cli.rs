@@ -134,7 +134,7 @@ fn install_args(command: Command) -> Command {
         .arg(flag("dry-run", "Print what would change, change nothing"))
         .arg(flag(
             "divert",
-            "Instead of PATH shims, put xtlock at /usr/sbin's iptables-legacy/-nft files with dpkg-divert (for callers that use absolute paths)",
+            "Instead of PATH shims, put xtlock at /usr/sbin's package files (the -legacy/-nft tools, ipset) with dpkg-divert (for callers that use absolute paths)",
         ))
         .arg(root())
 }

@@ -553,25 +553,34 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(dir.path(), "timeout = 5\n", 0o646);
         let env = [("XTLOCK_CONFIG", path.to_str().unwrap())];
-        let (c, w) = with_env(&env, true, Layer::default()).unwrap();
-        assert_eq!(c.timeout, Duration::from_secs(30));
-        assert!(w[0].contains("writable by others (mode 646)"), "{}", w[0]);
         let (c, w) = with_env(&env, false, Layer::default()).unwrap();
         assert_eq!(
             (c.timeout, w.len()),
             (Duration::from_secs(5), 0),
             "not root: the mode is the owner's business"
         );
-        if crate::procinfo::running_as_root() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-            std::os::unix::fs::chown(&path, Some(1234), None).unwrap();
-            let (_, w) = with_env(&env, true, Layer::default()).unwrap();
+        // As root the file must be root's own: only root makes one that is (and can
+        // give it away, to see it refused for its owner).
+        if !crate::procinfo::running_as_root() {
+            let ci = std::env::var_os("CI").is_some_and(|v| v == "true");
             assert!(
-                w[0].contains("not owned by root (owner uid 1234)"),
-                "{}",
-                w[0]
+                !ci,
+                "CI=true but root is not available: .ci/run must provide it"
             );
+            eprintln!("SKIPPED: root is not available (config files as root reads them)");
+            return;
         }
+        let (c, w) = with_env(&env, true, Layer::default()).unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(30));
+        assert!(w[0].contains("writable by others (mode 646)"), "{}", w[0]);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::chown(&path, Some(1234), None).unwrap();
+        let (_, w) = with_env(&env, true, Layer::default()).unwrap();
+        assert!(
+            w[0].contains("not owned by root (owner uid 1234)"),
+            "{}",
+            w[0]
+        );
     }
 
     #[test]

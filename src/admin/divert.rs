@@ -3,7 +3,8 @@
 //!
 //! On Debian, /usr/sbin/iptables (and ip6tables, -save, -restore) is an
 //! update-alternatives link to /usr/sbin/iptables-nft or -legacy, which are package
-//! files. The alternatives are left alone; the package files they point to are diverted
+//! files. The alternatives are left alone; the package files they point to (and every
+//! other tool xtlock shims that is a package file, such as ipset) are diverted
 //! (`dpkg-divert --rename` to NAME.xtlock-real) and replaced by links to xtlock. So
 //! `update-alternatives --set` only picks another diverted file, and a package upgrade
 //! installs the new binary at the diverted name. xtlock finds the real program beside
@@ -15,14 +16,25 @@ use crate::status::Failure;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// The package files behind the iptables alternatives: the -legacy and -nft tools.
-pub fn diverted_names() -> impl Iterator<Item = &'static str> {
-    super::TOOLS
-        .iter()
-        .copied()
-        .filter(|t| t.contains("tables-legacy") || t.contains("tables-nft"))
+/// What `--divert` covers: every tool the shims cover that Debian installs as a package
+/// file in /usr/sbin, that is every tool but the update-alternatives links. Those are
+/// left alone: each points to a package file diverted here (the -legacy and -nft
+/// tools), so a caller reaches xtlock whichever one `update-alternatives` picks. ipset
+/// is a package file with no alternative: diverted itself (and `ipset-translate`, a
+/// link to it, reaches xtlock through it).
+pub fn is_package_file(tool: &str) -> bool {
+    !ALTERNATIVES.contains(&tool)
 }
-/// The alternatives links callers run; they must reach xtlock once diverted.
+
+/// The tools `install --divert` diverts, in TOOLS' order.
+pub fn diverted_names() -> impl Iterator<Item = &'static str> {
+    super::TOOLS.iter().copied().filter(|t| is_package_file(t))
+}
+
+/// The update-alternatives links callers run (Debian's iptables 1.8.9 postinst
+/// registers iptables, ip6tables, ebtables and arptables with -restore and -save as
+/// slaves; the ebtables and arptables packages add their -legacy choices to the same
+/// names). They must reach xtlock once the files they point to are diverted.
 pub const ALTERNATIVES: &[&str] = &[
     "iptables",
     "iptables-restore",
@@ -31,7 +43,11 @@ pub const ALTERNATIVES: &[&str] = &[
     "ip6tables-restore",
     "ip6tables-save",
     "ebtables",
+    "ebtables-restore",
+    "ebtables-save",
     "arptables",
+    "arptables-restore",
+    "arptables-save",
 ];
 const SBIN: &str = "/usr/sbin";
 
@@ -210,4 +226,44 @@ pub fn check(root: &Path, me: &SelfIdentity) -> Vec<(bool, String)> {
         }
     }
     findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_files_are_diverted_alternatives_are_not() {
+        for (tool, diverted) in [
+            ("iptables", false),
+            ("iptables-restore", false),
+            ("ip6tables-save", false),
+            ("ebtables", false),
+            ("ebtables-restore", false),
+            ("arptables-save", false),
+            ("iptables-legacy", true),
+            ("iptables-nft-restore", true),
+            ("ip6tables-legacy-save", true),
+            ("ebtables-nft", true),
+            ("ebtables-legacy-restore", true),
+            ("arptables-legacy-save", true),
+            ("ipset", true),
+        ] {
+            assert_eq!(is_package_file(tool), diverted, "{tool}");
+        }
+    }
+
+    #[test]
+    fn every_tool_is_either_diverted_or_an_alternative() {
+        let diverted: Vec<&str> = diverted_names().collect();
+        for tool in crate::admin::TOOLS {
+            assert!(
+                diverted.contains(tool) != ALTERNATIVES.contains(tool),
+                "{tool}"
+            );
+        }
+        for alternative in ALTERNATIVES {
+            assert!(crate::admin::TOOLS.contains(alternative), "{alternative}");
+        }
+    }
 }

@@ -71,17 +71,18 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
             }
         };
         let backend = backend_of(&real, tool);
-        if is_xtlock_link(&first, &me) {
-            shimmed_iptables |= *tool == "iptables";
-            report.ok(format!(
-                "{tool}: shim {} first in PATH, real {} ({backend})",
-                first.display(),
-                real.display()
-            ));
-        } else if matches!(me.probe(&first), crate::resolve::Candidate::Diverted(_)) {
+        // A diverted file is a link to xtlock too: ask that first, to say which it is.
+        if matches!(me.probe(&first), crate::resolve::Candidate::Diverted(_)) {
             shimmed_iptables |= *tool == "iptables";
             report.ok(format!(
                 "{tool}: {} reaches xtlock (diverted), real {} ({backend})",
+                first.display(),
+                real.display()
+            ));
+        } else if is_xtlock_link(&first, &me) {
+            shimmed_iptables |= *tool == "iptables";
+            report.ok(format!(
+                "{tool}: shim {} first in PATH, real {} ({backend})",
                 first.display(),
                 real.display()
             ));
@@ -141,20 +142,55 @@ fn describe_config(config: &crate::config::Config) -> String {
     )
 }
 
-/// "legacy" or "nf_tables": from the multi-call binary the program's links reach, as a
-/// call knows it; else from `PROGRAM --version`, run under the tool's own name (a
-/// diverted `NAME.xtlock-real` is a multi-call binary that dispatches on argv[0]).
+/// What the names of a tool and of the file it reaches say about its backend.
+#[derive(Debug, PartialEq, Eq)]
+enum BackendHint {
+    Known(&'static str),
+    /// Ask the program itself (`--version`, run under the tool's own name).
+    AskVersion,
+    /// Never run: a restore program may apply its input whatever its arguments.
+    /// arptables 0.0.5's arptables-legacy-restore (a perl script) flushes every chain
+    /// before it reads a line, `--version` or not.
+    NotAsked,
+}
+
+/// The backend from the names alone: the multi-call binary a program's links reach
+/// (as a call knows it), else a `-legacy` or `-nft` in the file's name (a diverted
+/// `NAME.xtlock-real` counts as NAME: ebtables-legacy, arptables-legacy-save).
+fn backend_hint(file: &str, tool: &str) -> BackendHint {
+    match crate::classify::backend_of_multi(file.as_ref()) {
+        Some(crate::classify::Backend::Legacy) => return BackendHint::Known("legacy"),
+        Some(crate::classify::Backend::Nft) => return BackendHint::Known("nf_tables"),
+        None => {}
+    }
+    let name = file
+        .strip_suffix(crate::resolve::DIVERT_SUFFIX)
+        .unwrap_or(file);
+    let words: Vec<&str> = name.split('-').collect();
+    if words.contains(&"legacy") {
+        BackendHint::Known("legacy")
+    } else if words.contains(&"nft") {
+        BackendHint::Known("nf_tables")
+    } else if tool.ends_with("-restore") || name.ends_with("-restore") {
+        BackendHint::NotAsked
+    } else {
+        BackendHint::AskVersion
+    }
+}
+
+/// "legacy" or "nf_tables" (`backend_hint`); else the first line of `PROGRAM
+/// --version`, run under the tool's own name (a diverted `NAME.xtlock-real` that is a
+/// multi-call binary dispatches on argv[0]).
 fn backend_of(program: &Path, tool: &str) -> String {
     use std::os::unix::process::CommandExt;
-    let multi = std::fs::canonicalize(program).ok();
-    match multi
-        .as_deref()
-        .and_then(Path::file_name)
-        .and_then(crate::classify::backend_of_multi)
-    {
-        Some(crate::classify::Backend::Legacy) => return "legacy".into(),
-        Some(crate::classify::Backend::Nft) => return "nf_tables".into(),
-        None => {}
+    let file = std::fs::canonicalize(program)
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    match backend_hint(&file, tool) {
+        BackendHint::Known(backend) => return backend.into(),
+        BackendHint::NotAsked => return "backend not asked: doctor runs no restore program".into(),
+        BackendHint::AskVersion => {}
     }
     let output = Command::new(program).arg0(tool).arg("--version").output();
     let text = output
@@ -268,5 +304,52 @@ fn check_log(config: &crate::config::Config, report: &mut Report) {
             ),
             "set log_file in /etc/xtlock.conf",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_hints() {
+        use BackendHint::*;
+        for (file, tool, want) in [
+            ("xtables-legacy-multi", "iptables", Known("legacy")),
+            ("xtables-nft-multi", "ebtables-restore", Known("nf_tables")),
+            ("ebtables-legacy", "ebtables", Known("legacy")),
+            (
+                "ebtables-legacy.xtlock-real",
+                "ebtables-legacy",
+                Known("legacy"),
+            ),
+            (
+                "arptables-legacy-restore",
+                "arptables-restore",
+                Known("legacy"),
+            ),
+            (
+                "arptables-legacy-restore.xtlock-real",
+                "arptables-legacy-restore",
+                Known("legacy"),
+            ),
+            (
+                "iptables-nft-restore.xtlock-real",
+                "iptables-nft-restore",
+                Known("nf_tables"),
+            ),
+            // Names that say nothing: a restore is never run, anything else is asked.
+            ("arptables-restore", "arptables-restore", NotAsked),
+            ("restore-wrapper", "iptables-restore", NotAsked),
+            ("iptables-restore.xtlock-real", "iptables-restore", NotAsked),
+            ("ipset", "ipset", AskVersion),
+            ("ipset.xtlock-real", "ipset", AskVersion),
+            ("iptables", "iptables", AskVersion),
+            ("iptables-save", "iptables-save", AskVersion),
+            // "nft" must be a word of the name, not a part of one.
+            ("nftables-thing", "iptables", AskVersion),
+        ] {
+            assert_eq!(backend_hint(file, tool), want, "{file} as {tool}");
+        }
     }
 }

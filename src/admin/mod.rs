@@ -11,7 +11,10 @@ use crate::resolve::{Candidate, SelfIdentity, find_in_path};
 use crate::status::Failure;
 use std::path::{Path, PathBuf};
 
-/// The programs xtlock can stand in front of.
+/// The programs xtlock can stand in front of: `install` shims each one found, doctor
+/// checks each one, and `install --divert` diverts those that are package files
+/// (`divert::is_package_file`). The -legacy ebtables and arptables come from Debian's
+/// ebtables and arptables packages (iptables 1.8.9 ships only their -nft variants).
 pub const TOOLS: &[&str] = &[
     "iptables",
     "ip6tables",
@@ -37,12 +40,18 @@ pub const TOOLS: &[&str] = &[
     "ebtables-nft",
     "ebtables-nft-restore",
     "ebtables-nft-save",
+    "ebtables-legacy",
+    "ebtables-legacy-restore",
+    "ebtables-legacy-save",
     "arptables",
     "arptables-restore",
     "arptables-save",
     "arptables-nft",
     "arptables-nft-restore",
     "arptables-nft-save",
+    "arptables-legacy",
+    "arptables-legacy-restore",
+    "arptables-legacy-save",
     "ipset",
 ];
 

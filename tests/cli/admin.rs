@@ -348,3 +348,29 @@ fn man_pages_render_every_command_and_option() {
         }
     }
 }
+
+/// doctor learns a backend from names, never by running a restore program: arptables
+/// 0.0.5's arptables-legacy-restore (a perl script) flushes every chain before it reads
+/// a line, whatever its arguments, so `arptables-restore --version` would empty the
+/// host's arptables. Here a restore whose name says nothing must not run at all.
+#[test]
+fn doctor_never_runs_a_restore_program() {
+    let sb = Sandbox::with_fake(&["arptables-restore", "ipset"]);
+    let path = format!(
+        "{}:{}",
+        sb.path("shim").display(),
+        sb.path("real").display()
+    );
+    let (_, report) = doctor(&sb, &path);
+    let ran: Vec<String> = sb
+        .calls()
+        .iter()
+        .map(|argv| String::from_utf8_lossy(&argv[0]).into_owned())
+        .collect();
+    assert_eq!(ran, ["ipset"], "only ipset was asked its version: {report}");
+    assert!(
+        report.contains("ok: arptables-restore: shim ")
+            && report.contains("(backend not asked: doctor runs no restore program)"),
+        "{report}"
+    );
+}

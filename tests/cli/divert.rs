@@ -51,19 +51,24 @@ impl Root {
     /// Run ROOT/usr/sbin/iptables by its absolute path, as ufw does; true if it went
     /// through xtlock (a verbose `call` event was logged) and reached the fake.
     fn call_absolute(&self) -> bool {
+        self.call_sbin("iptables")
+    }
+
+    /// Run ROOT/usr/sbin/NAME by its absolute path; true if it went through xtlock.
+    fn call_sbin(&self, name: &str) -> bool {
         let before = (events(&self.sb.log(), "call").len(), self.sb.calls().len());
         let out = run(self
             .sb
-            .command(self.sbin("iptables"))
+            .command(self.sbin(name))
             .arg("-L")
             .env("XTLOCK_VERBOSE", "1"));
-        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
         let after = (events(&self.sb.log(), "call").len(), self.sb.calls().len());
-        assert_eq!(after.1, before.1 + 1, "the real program ran once");
+        assert_eq!(after.1, before.1 + 1, "{name}: the real program ran once");
         assert_eq!(
             self.sb.calls().last().unwrap()[0],
-            self.sbin("iptables").as_os_str().as_encoded_bytes(),
-            "same argv[0]"
+            self.sbin(name).as_os_str().as_encoded_bytes(),
+            "{name}: same argv[0]"
         );
         after.0 == before.0 + 1
     }
@@ -244,5 +249,67 @@ fn divert_composes_with_fail2ban_and_dir() {
         !String::from_utf8_lossy(&out.stdout).contains("/usr/local/sbin"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// Issue 15: `--divert` covers every tool the shims cover that is a package file in
+/// /usr/sbin, not only iptables': ipset (and `ipset-translate`, a package link to it),
+/// and the -legacy ebtables and arptables behind their alternatives. Doctor agrees.
+#[test]
+fn divert_covers_ipset_and_the_legacy_ebtables_and_arptables() {
+    if !have_dpkg_divert() {
+        return;
+    }
+    let r = Root::new();
+    for name in ["ipset", "ebtables-legacy", "arptables-legacy-restore"] {
+        std::fs::copy(fake_bin(), r.sbin(name)).unwrap();
+    }
+    symlink("ipset", r.sbin("ipset-translate")).unwrap();
+    for (link, file) in [
+        ("ebtables", "ebtables-legacy"),
+        ("arptables-restore", "arptables-legacy-restore"),
+    ] {
+        symlink(r.sbin(file), r.root.join("etc/alternatives").join(link)).unwrap();
+        symlink(r.root.join("etc/alternatives").join(link), r.sbin(link)).unwrap();
+    }
+    let before = listing(&r.root.join("usr/sbin"));
+    let through = ["ipset", "ipset-translate", "ebtables", "ebtables-legacy"];
+    for name in through {
+        assert!(!r.call_sbin(name), "bare: {name} bypasses xtlock");
+    }
+
+    let out = r.xtlock(&["install", "--divert"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    for name in through {
+        assert!(r.call_sbin(name), "diverted: {name} goes through xtlock");
+    }
+    // Doctor, with the root's /usr/sbin as PATH: every tool there reaches xtlock.
+    let report = run(r
+        .sb
+        .xtlock()
+        .args(["doctor", "--fail2ban-dir", "/nonexistent", "--root"])
+        .arg(&r.root)
+        .env("PATH", r.root.join("usr/sbin")));
+    let report = String::from_utf8_lossy(&report.stdout);
+    for name in ["ipset", "ebtables-legacy", "arptables-legacy-restore"] {
+        let want = format!("ok: {} is diverted to xtlock", r.sbin(name).display());
+        assert!(report.contains(&want), "{want}\n{report}");
+    }
+    for name in ["ebtables", "arptables-restore"] {
+        let want = format!("ok: {} reaches xtlock", r.sbin(name).display());
+        assert!(report.contains(&want), "{want}\n{report}");
+    }
+    assert!(!report.contains("problem: "), "{report}");
+
+    let out = r.xtlock(&["uninstall", "--divert"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(
+        listing(&r.root.join("usr/sbin")),
+        before,
+        "uninstall undoes exactly"
+    );
+    assert_eq!(
+        std::fs::read_to_string(r.root.join("var/lib/dpkg/diversions")).unwrap(),
+        ""
     );
 }

@@ -74,10 +74,10 @@ fn dead_log_targets_never_fail_the_command() {
 
 #[test]
 fn full_disk_log_file_never_fails_the_command() {
-    let sb = Sandbox::with_fake(&["iptables"]);
-    if !std::path::Path::new("/dev/full").exists() {
+    if !require("/dev/full", std::path::Path::new("/dev/full").exists()) {
         return;
     }
+    let sb = Sandbox::with_fake(&["iptables"]);
     let out = run(sb
         .shim("iptables")
         .env("XTLOCK_LOG_FILE", "/dev/full")

@@ -11,17 +11,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The .deb: XTLOCK_DEB (.ci/run builds it), else built here with cargo-deb in a
-/// target directory of its own, once for all the tests here.
+/// target directory of its own, once for all the tests here. Every test that finds
+/// none says SKIPPED (or fails under CI), not only the first to ask.
 fn package() -> Option<PathBuf> {
     static DEB: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
-    DEB.get_or_init(build_package).clone()
+    let deb = DEB.get_or_init(build_package).clone();
+    require("cargo-deb (or XTLOCK_DEB)", deb.is_some()).then(|| deb.unwrap())
 }
 
 fn build_package() -> Option<PathBuf> {
     if let Some(deb) = std::env::var_os("XTLOCK_DEB") {
         return Some(PathBuf::from(deb));
     }
-    if !require("cargo-deb", have("cargo-deb")) {
+    if !have("cargo-deb") {
         return None;
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -119,6 +121,7 @@ fn the_package_keeps_the_firewall_working_through_its_whole_life() {
         "apt-remove-clean",
         "backstop-clean",
         "xtlock-upgrade-through",
+        "divert-only-ipset-through",
     ] {
         assert!(
             stdout.contains(&format!("step={step} ok")),
@@ -147,4 +150,67 @@ fn lintian_finds_nothing_unexplained() {
         .map(str::to_string)
         .collect();
     assert!(out.status.success() && said.is_empty(), "{said:#?}");
+}
+
+/// Admins see the version in `xtlock --version`, `doctor` and `dpkg -l`: Cargo.toml's,
+/// the newest released section of CHANGELOG.md (under an `Unreleased` one) and the top
+/// entry of debian/changelog (upstream part, same day) must all say the same.
+#[test]
+fn versions_agree_across_cargo_changelog_and_debian() {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |name: &str| std::fs::read_to_string(manifest.join(name)).unwrap();
+    let cargo = env!("CARGO_PKG_VERSION");
+
+    let changelog = read("CHANGELOG.md");
+    let sections: Vec<&str> = changelog
+        .lines()
+        .filter_map(|l| l.strip_prefix("## ["))
+        .collect();
+    assert!(
+        sections
+            .first()
+            .is_some_and(|s| s.starts_with("Unreleased]")),
+        "CHANGELOG.md must start with an Unreleased section: {sections:?}"
+    );
+    let (released, date) = sections[1]
+        .split_once("] - ")
+        .unwrap_or_else(|| panic!("`## [VERSION] - YYYY-MM-DD`: {}", sections[1]));
+
+    let debian = read("debian/changelog");
+    let top = debian.lines().next().unwrap();
+    let debian_version = top
+        .strip_prefix("xtlock (")
+        .and_then(|rest| rest.split_once(')'))
+        .map(|(version, _)| version)
+        .unwrap_or_else(|| panic!("debian/changelog: {top}"));
+    let upstream = debian_version
+        .rsplit_once('-')
+        .map_or(debian_version, |(u, _)| u);
+    let trailer = debian.lines().find(|l| l.starts_with(" -- ")).unwrap();
+    // " -- NAME <MAIL>  Thu, 03 Dec 2026 12:00:00 +0000": day, month, year.
+    let day: Vec<&str> = trailer
+        .split_once(", ")
+        .map(|(_, d)| d.split(' ').take(3).collect())
+        .unwrap_or_default();
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let month = months
+        .iter()
+        .position(|m| Some(m) == day.get(1))
+        .map(|i| i + 1);
+    let debian_date = format!("{}-{:02}-{}", day[2], month.unwrap_or(0), day[0]);
+
+    assert_eq!(
+        (released, upstream, date),
+        (cargo, cargo, debian_date.as_str()),
+        "Cargo.toml {cargo}; CHANGELOG.md {released} of {date}; debian/changelog {debian_version} of {debian_date}"
+    );
+
+    // And the binary says it: `xtlock --version`.
+    let out = run(Sandbox::new().xtlock().arg("--version"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("xtlock {cargo}\n")
+    );
 }

@@ -55,7 +55,12 @@ tools_work() {
         done
         for t in /usr/sbin/iptables-restore /usr/sbin/iptables-legacy-restore /usr/sbin/iptables-nft-restore; do
             printf "*filter\nCOMMIT\n" | $t || { echo "$t failed"; exit 1; }
-        done'
+        done
+        # What other packages the host has installed: diverted too, so checked too.
+        for t in /usr/sbin/ipset /usr/sbin/ebtables-legacy /usr/sbin/arptables-legacy; do
+            [ ! -e $t ] || $t --version >/dev/null || { echo "$t --version failed"; exit 1; }
+        done
+        [ ! -e /usr/sbin/ipset ] || ipset list -n >/dev/null || { echo "ipset list failed"; exit 1; }'
 }
 clean() { # nothing of xtlock's left after a removal
     in_root '
@@ -72,6 +77,14 @@ through_xtlock() { # a call by absolute path, as ufw makes it, lands in xtlock's
         && grep -q 'event=call prog=iptables' /tmp/xtlock.log" || fail "$1: /usr/sbin/iptables did not go through xtlock"
     echo "step=$1 ok"
 }
+ipset_through_xtlock() { # where ipset is installed (firewalld depends on it): diverted too
+    in_root '[ -e /usr/sbin/ipset ]' || { echo "step=$1 ok (no ipset here)"; return; }
+    in_root ": > /tmp/xtlock.log; XTLOCK_VERBOSE=1 /usr/sbin/ipset create xtlock-t hash:ip && XTLOCK_VERBOSE=1 /usr/sbin/ipset destroy xtlock-t \
+        && grep -q 'event=call prog=ipset' /tmp/xtlock.log" || fail "$1: /usr/sbin/ipset did not go through xtlock: $(cat "$r/tmp/xtlock.log")"
+    # ipset-translate is a link to ipset and picks its mode by argv[0]: it still does.
+    [ "$(in_root "$translate")" = "$translated" ] || fail "$1: ipset-translate changed: $(in_root "$translate")"
+    echo "step=$1 ok"
+}
 installed() { # install the package and everything `xtlock install` can make
     step "$1-dpkg-i" "dpkg -i /tmp/xtlock.deb"
     step "$1-install" "xtlock install --fail2ban --divert --dir /usr/local/sbin"
@@ -81,6 +94,8 @@ installed() { # install the package and everything `xtlock install` can make
 
 before=$(snapshot)
 tools_work >/dev/null || fail "the tools do not work before anything was done"
+translate='printf "create xtlock-t hash:ip\nadd xtlock-t 192.0.2.1\n" | ipset-translate restore 2>&1'
+translated=$(in_root "$translate")
 
 # README's recipe for ufw: the diversions alone. doctor is clean, every backend known.
 step divert-only-dpkg-i "dpkg -i /tmp/xtlock.deb"
@@ -89,6 +104,7 @@ out=$(in_root "xtlock doctor" 2>&1) || fail "divert-only-doctor: $out"
 case $out in *"version unknown"*) fail "divert-only-doctor: a backend unknown: $out" ;; esac
 echo "step=divert-only-doctor ok"
 through_xtlock divert-only-through
+ipset_through_xtlock divert-only-ipset-through
 step divert-only-remove "dpkg -r xtlock"
 clean || fail "after dpkg -r of a divert-only install: $(clean 2>&1)"
 echo "step=divert-only-clean ok"
