@@ -32,7 +32,8 @@ pub enum Target {
 }
 
 pub struct Call {
-    /// The program's file name, for classification and logs.
+    /// The program's file name, for the PATH lookup and logs (classification goes by
+    /// `classify::dispatch_name(arg0)`, what the real program dispatches on).
     pub name: OsString,
     /// argv[0] for the real program: what our caller used.
     pub arg0: OsString,
@@ -123,7 +124,8 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let backend = std::cell::OnceCell::new();
     let backend = || *backend.get_or_init(|| backend_of(&path));
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
-    let kind = classify::classify(&call.name, &call.args, backend, posixly_correct);
+    let name = classify::dispatch_name(&call.arg0);
+    let kind = classify::classify(name, &call.args, backend, posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
     let program = |env| Program {
         path: &path,

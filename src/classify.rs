@@ -59,6 +59,29 @@ pub enum Wait {
     Seconds(i32),
 }
 
+/// The name a program called with `arg0` dispatches on: `basename(argv[0])` as the
+/// multi-call binaries compute it. iptables 1.8.9's xshared.c subcmd_main calls
+/// `basename(*argv)` with <libgen.h> included, so glibc's POSIX `__xpg_basename`:
+/// trailing slashes are dropped (`x/` is `x`), but `.` and `..` are names like any other
+/// (`iptables-save/.` is `.`, which is no applet, so the binary runs argv[1] instead);
+/// "" is `.` and a path of only slashes is `/`. Rust's `Path::file_name` differs (it
+/// reads `x/.` as `x`), so classification uses this, never that.
+pub fn dispatch_name(arg0: &OsStr) -> &OsStr {
+    let bytes = arg0.as_bytes();
+    if bytes.is_empty() {
+        return OsStr::new(".");
+    }
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    if end == 0 {
+        return OsStr::new("/");
+    }
+    let start = bytes[..end]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |i| i + 1);
+    OsStr::from_bytes(&bytes[start..end])
+}
+
 /// The applet a call runs: for `xtables-nft-multi iptables -L` it is `iptables` with
 /// `-L`, as the multi-call binary's subcmd_main dispatches (basename of argv[0] first,
 /// then the first argument, compared whole).
@@ -427,6 +450,58 @@ mod tests {
         assert_eq!(wait("--wait=60 -A INPUT -j DROP"), Wait::Seconds(60));
         assert_eq!(wait("--wait 60 -A INPUT -j DROP"), Wait::Seconds(60));
         assert_eq!(wait("-A INPUT -j DROP -w -W 100"), Wait::Unbounded);
+    }
+
+    #[test]
+    fn dispatch_names_are_glibcs_posix_basename() {
+        // Each row checked against glibc 2.36's basename from <libgen.h>.
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"iptables", b"iptables"),
+            (b"/usr/sbin/iptables-legacy-save", b"iptables-legacy-save"),
+            (b"./iptables-save", b"iptables-save"),
+            (b"x/.", b"."),
+            (b"x/./", b"."),
+            (b"x/.//", b"."),
+            (b"x/..", b".."),
+            (b"x/", b"x"),
+            (b"x//", b"x"),
+            (b"//x//", b"x"),
+            (b"a//b", b"b"),
+            (b"..", b".."),
+            (b".", b"."),
+            (b"", b"."),
+            (b"/", b"/"),
+            (b"//", b"/"),
+            (b"///", b"/"),
+            (b"/x", b"x"),
+        ];
+        for (arg0, want) in cases {
+            let got = dispatch_name(OsStr::from_bytes(arg0));
+            assert_eq!(got.as_bytes(), *want, "{:?}", OsStr::from_bytes(arg0));
+        }
+    }
+
+    #[test]
+    fn odd_arg0s_are_classified_by_the_name_the_program_dispatches_on() {
+        let kind = |arg0: &str, line: &str| {
+            classify(dispatch_name(OsStr::new(arg0)), &args(line), || None, false)
+        };
+        // The multi-call binary finds no applet `.` and runs argv[1]: a write, locked.
+        assert_eq!(
+            kind("iptables-legacy-save/.", "iptables -A INPUT -j ACCEPT"),
+            Kind::Other
+        );
+        assert_eq!(kind("x/..", "iptables-save"), Kind::Other);
+        assert_eq!(kind("", "iptables-save"), Kind::Other);
+        assert_eq!(kind("..", "iptables-save"), Kind::Other);
+        assert_eq!(kind("iptables-legacy-save/", "-t nat"), Kind::Save);
+        assert_eq!(kind("iptables-legacy-save//", ""), Kind::Save);
+        assert_eq!(kind("./iptables-save", ""), Kind::Save);
+        assert_eq!(kind("/usr/sbin/iptables-save", ""), Kind::Save);
+        assert!(matches!(
+            kind("iptables/", "-A INPUT -j DROP"),
+            Kind::Command(_)
+        ));
     }
 
     #[test]
