@@ -236,3 +236,46 @@ fn a_write_behind_an_odd_arg0_waits_for_the_lock() {
         "{stdout}\n{stderr}"
     );
 }
+
+/// Issue 15 item 10: iptables-restore reads lines with fgets into a 10,240-byte buffer,
+/// so a longer line counts as two. Here the tail of a long line is a bad rule, reported
+/// as "line 3 failed"; line 3 of the text is COMMIT, but to iptables it is the tail.
+/// A failing rule fails every time: one run, the program's own stderr and status.
+#[test]
+fn a_bad_rule_in_an_over_long_line_is_not_taken_for_a_failed_commit() {
+    if !available("iptables-legacy-restore") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("iptables-legacy-restore");
+    let head = "-A INPUT -j ACCEPT";
+    let rules = format!(
+        "*filter\n{head}{}-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n",
+        " ".repeat(10239 - head.len())
+    );
+    std::fs::write(sb.path("state/rules"), &rules).unwrap();
+    let state = sb.path("state");
+    let script = format!(
+        "cd {state}\n\
+         /usr/sbin/iptables-legacy-restore < rules > bare.out 2> bare.err; echo bare=$?\n\
+         iptables-legacy-restore < rules > shim.out 2> shim.err; echo shim=$?",
+        state = state.display()
+    );
+    let (status, stdout, stderr) = in_namespace_of(&sb, &script);
+    assert_eq!(status, 0, "{stderr}");
+    let read = |name: &str| std::fs::read(state.join(name)).unwrap();
+    assert_eq!(
+        read("bare.err"),
+        b"iptables-restore: line 3 failed\n",
+        "the premise: iptables counts the long line as two"
+    );
+    assert!(stdout.contains("bare=1\nshim=1\n"), "{stdout}");
+    assert_eq!(read("shim.err"), read("bare.err"));
+    assert_eq!(read("shim.out"), read("bare.out"));
+    let log = sb.log();
+    assert!(events(&log, "retry").is_empty(), "replayed: {log}");
+    assert!(events(&log, "gave-up").is_empty(), "{log}");
+    let failed = events(&log, "failed");
+    assert_eq!(failed.len(), 1, "{log}");
+    assert_eq!(field(&failed[0], "attempt"), "1/5", "{log}");
+}
