@@ -188,8 +188,16 @@ pub fn classify(
         Some(Role::Save) => Kind::Save,
         Some(Role::Main { iptables_family }) => {
             let mut command = parse_command(args);
-            if !iptables_family && command.effect == Effect::ReadOnly {
-                command.effect = Effect::Write; // their parsers differ; not modelled
+            if !iptables_family {
+                // Their parsers differ; not modelled.
+                if command.effect == Effect::ReadOnly {
+                    command.effect = Effect::Write;
+                }
+                // Nor is `-w` a wait to them: ebtables (xtables-eb.c, EBT_OPTSTRING) and
+                // arptables-nft (ARPT_OPTSTRING) of iptables 1.8.9 have no -w/--wait and
+                // refuse it (exit 2); ebtables-legacy 2.0.11 refuses it too, and
+                // arptables-legacy 0.0.5 takes `-w[N]` but waits for no lock (measured).
+                command.wait = Wait::Absent;
             }
             Kind::Command(command)
         }
@@ -450,6 +458,40 @@ mod tests {
         assert_eq!(wait("--wait=60 -A INPUT -j DROP"), Wait::Seconds(60));
         assert_eq!(wait("--wait 60 -A INPUT -j DROP"), Wait::Seconds(60));
         assert_eq!(wait("-A INPUT -j DROP -w -W 100"), Wait::Unbounded);
+    }
+
+    #[test]
+    fn only_the_iptables_family_waits_for_w() {
+        let wait = |name: &str, line: &str| match classify(
+            OsStr::new(name),
+            &args(line),
+            || None,
+            false,
+        ) {
+            Kind::Command(command) => command.wait,
+            other => panic!("{name} {line}: {other:?}"),
+        };
+        let cases = [
+            ("iptables", "-w 1 -A INPUT -j DROP", Wait::Seconds(1)),
+            (
+                "ip6tables-nft",
+                "--wait=1 -A INPUT -j DROP",
+                Wait::Seconds(1),
+            ),
+            ("iptables-legacy", "-w -A INPUT -j DROP", Wait::Unbounded),
+            ("xtables-legacy-multi", "iptables -w 1 -L", Wait::Seconds(1)),
+            ("ebtables", "-w 1 -A INPUT -j DROP", Wait::Absent),
+            ("ebtables-nft", "--wait 1 -L", Wait::Absent),
+            ("ebtables-legacy", "-w1 -L", Wait::Absent),
+            ("arptables", "-w 1 -A INPUT -j DROP", Wait::Absent),
+            ("arptables-nft", "-w -L", Wait::Absent),
+            ("arptables-legacy", "--wait=5 -L", Wait::Absent),
+            ("xtables-nft-multi", "ebtables -w 1 -L", Wait::Absent),
+            ("xtables-nft-multi", "arptables -w 1 -L", Wait::Absent),
+        ];
+        for (name, line, want) in cases {
+            assert_eq!(wait(name, line), want, "{name} {line}");
+        }
     }
 
     #[test]
