@@ -210,14 +210,14 @@ pub fn runs_in_our_place(
         return false;
     }
     match kind {
-        Kind::Save => true,
+        Kind::Save | Kind::Read => true,
         Kind::Restore(Some(crate::restore::RestoreArgs::HelpOrVersion)) => true,
         Kind::Command(command) => match command.effect {
             Effect::HelpOrVersion => true,
             Effect::ReadOnly => command.wait != Wait::Absent || backend() == Some(Backend::Nft),
             Effect::Write => false,
         },
-        Kind::Restore(_) | Kind::Other => false,
+        Kind::Restore(_) | Kind::StdinToEof | Kind::Other => false,
     }
 }
 
@@ -324,7 +324,7 @@ fn attempts(
     // Only what may be retried needs its stderr read; the rest keeps the caller's.
     let stderr = match kind {
         Kind::Command(_) | Kind::Restore(_) => Stderr::Capture,
-        Kind::Save | Kind::Other => Stderr::Inherit,
+        Kind::Save | Kind::Read | Kind::StdinToEof | Kind::Other => Stderr::Inherit,
     };
     let max_attempts = config.retries + 1;
     let mut attempt_no = 1;
@@ -341,7 +341,7 @@ fn attempts(
                     input: prepared.replay(),
                 }),
             ),
-            Kind::Save | Kind::Other => Verdict::Final,
+            Kind::Save | Kind::Read | Kind::StdinToEof | Kind::Other => Verdict::Final,
         };
         let delay = retry::backoff(attempt_no, fastrand::f64());
         let step = retry::next_step(
@@ -470,6 +470,8 @@ mod tests {
         let legacy = Some(Backend::Legacy);
         let cases = [
             (Kind::Save, legacy, true),
+            (Kind::Read, None, true),
+            (Kind::StdinToEof, None, false),
             (command(HelpOrVersion, Wait::Absent), legacy, true),
             (command(ReadOnly, Wait::Unbounded), legacy, true),
             (command(ReadOnly, Wait::Seconds(5)), None, true),

@@ -18,6 +18,7 @@ mod passthrough;
 mod properties;
 mod reads;
 mod real_inputs;
+mod real_ipset;
 mod real_iptables;
 mod restore;
 mod retry;

@@ -200,7 +200,7 @@ fn a_write_behind_an_odd_arg0_waits_for_the_lock() {
         &sb,
         &format!(
             "{}; echo bare=$?; iptables-legacy -S INPUT",
-            odd("/usr/sbin/iptables-legacy-save")
+            odd(&which("iptables-legacy-save").display().to_string())
         ),
     );
     assert_eq!(status, 0, "{stderr}");
@@ -257,9 +257,10 @@ fn a_bad_rule_in_an_over_long_line_is_not_taken_for_a_failed_commit() {
     let state = sb.path("state");
     let script = format!(
         "cd {state}\n\
-         /usr/sbin/iptables-legacy-restore < rules > bare.out 2> bare.err; echo bare=$?\n\
+         {bare} < rules > bare.out 2> bare.err; echo bare=$?\n\
          iptables-legacy-restore < rules > shim.out 2> shim.err; echo shim=$?",
-        state = state.display()
+        state = state.display(),
+        bare = which("iptables-legacy-restore").display()
     );
     let (status, stdout, stderr) = in_namespace_of(&sb, &script);
     assert_eq!(status, 0, "{stderr}");
