@@ -337,7 +337,6 @@ fn attempts(
                 attempt.exit_code(),
                 &attempt.stderr,
                 prepared.map(|prepared| RestoreCall {
-                    noflush: false,
                     input: prepared.replay(),
                 }),
             ),

@@ -168,25 +168,33 @@ impl Prepared {
     }
 }
 
+/// The input of a restore that may be replayed, or why it never is, from its options
+/// alone: the one place where `--noflush` (tables amended, not rewritten: a replay could
+/// add twice) and `--test` rule a replay out.
+pub fn replayable_input(args: Option<&RestoreArgs>) -> Result<&Input, &'static str> {
+    match args {
+        None => Err("the options cannot be known for sure"),
+        Some(RestoreArgs::Apply { noflush: true, .. }) => {
+            Err("--noflush: the commit may have applied")
+        }
+        Some(RestoreArgs::Apply {
+            test_only: true, ..
+        }) => Err("--test commits nothing"),
+        Some(RestoreArgs::Apply { input, .. }) => Ok(input),
+        Some(RestoreArgs::HelpOrVersion | RestoreArgs::Rejected) => {
+            Err("the program reads no input")
+        }
+    }
+}
+
 /// Only a full restore may be replayed, so only a full restore's input is held back;
 /// everything else reads its input as it would bare (a `--noflush` restore fed COMMIT
 /// by COMMIT from a coprocess keeps working). A pipe, FIFO, terminal or socket given
 /// as the file is never opened by xtlock: opening a FIFO would release its writer.
 pub fn prepare(args: Option<&RestoreArgs>, max_stdin: u64) -> Result<Prepared, Failure> {
-    let input = match args {
-        None => return Ok(Prepared::Direct("the options cannot be known for sure")),
-        Some(RestoreArgs::Apply { noflush: true, .. }) => {
-            return Ok(Prepared::Direct("--noflush: the commit may have applied"));
-        }
-        Some(RestoreArgs::Apply {
-            test_only: true, ..
-        }) => {
-            return Ok(Prepared::Direct("--test commits nothing"));
-        }
-        Some(RestoreArgs::Apply { input, .. }) => input,
-        Some(RestoreArgs::HelpOrVersion | RestoreArgs::Rejected) => {
-            return Ok(Prepared::Direct("the program reads no input"));
-        }
+    let input = match replayable_input(args) {
+        Ok(input) => input,
+        Err(why) => return Ok(Prepared::Direct(why)),
     };
     match input {
         Input::Stdin if std::io::stdin().is_terminal() => Ok(Prepared::Direct(
@@ -455,6 +463,43 @@ mod tests {
         assert_eq!(scan_unsigned(b"100"), Some(100));
         assert_eq!(scan_unsigned(b"-1"), Some(u32::MAX));
         assert_eq!(scan_unsigned(b"4294967296"), Some(0));
+    }
+
+    #[test]
+    fn only_a_full_restore_is_replayable() {
+        let stdin = Ok(&Input::Stdin);
+        let cases = [
+            (apply(false, false, None, None), stdin),
+            (apply(false, false, Some("nat"), None), stdin),
+            (
+                apply(true, false, None, None),
+                Err("--noflush: the commit may have applied"),
+            ),
+            (
+                apply(true, true, None, Some("f")),
+                Err("--noflush: the commit may have applied"),
+            ),
+            (
+                apply(false, true, None, None),
+                Err("--test commits nothing"),
+            ),
+            (
+                RestoreArgs::HelpOrVersion,
+                Err("the program reads no input"),
+            ),
+            (RestoreArgs::Rejected, Err("the program reads no input")),
+        ];
+        for (args, want) in cases {
+            assert_eq!(replayable_input(Some(&args)), want, "{args:?}");
+        }
+        assert_eq!(
+            replayable_input(Some(&apply(false, false, None, Some("f")))),
+            Ok(&Input::File("f".into()))
+        );
+        assert_eq!(
+            replayable_input(None),
+            Err("the options cannot be known for sure")
+        );
     }
 
     #[test]
