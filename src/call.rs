@@ -9,7 +9,7 @@ use crate::lock::{Held, LockError, LockFile};
 use crate::log::{Event, Logger, Severity};
 use crate::nesting;
 use crate::resolve::{self, SelfIdentity};
-use crate::restore::{Input as RestoreInput, Prepared, RestoreArgs};
+use crate::restore::Prepared;
 use crate::retry::{self, RestoreCall, Step, Verdict};
 use crate::run::{self, Attempt, Input, Program, RunError, Stderr};
 use crate::status::{Exit, Failure};
@@ -33,7 +33,8 @@ pub enum Target {
 }
 
 pub struct Call {
-    /// The program's file name, for classification and logs.
+    /// The program's file name, for the PATH lookup and logs (classification goes by
+    /// `classify::dispatch_name(arg0)`, what the real program dispatches on).
     pub name: OsString,
     /// argv[0] for the real program: what our caller used.
     pub arg0: OsString,
@@ -124,7 +125,8 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let backend = std::cell::OnceCell::new();
     let backend = || *backend.get_or_init(|| backend_of(&path));
     let posixly_correct = std::env::var_os("POSIXLY_CORRECT").is_some();
-    let kind = classify::classify(&call.name, &call.args, backend, posixly_correct);
+    let name = classify::dispatch_name(&call.arg0);
+    let kind = classify::classify(name, &call.args, backend, posixly_correct);
     let mut env = vec![(nesting::DEPTH_VAR, (depth + 1).to_string())];
     let program = |env, lock_fd| Program {
         path: &path,
@@ -151,7 +153,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     // writer feeding the pipe never blocks on a reader that holds or awaits the lock.
     let mut pump = match (&kind, &prepared) {
         (_, Some(Prepared::Buffered(_))) => None,
-        _ if reads_stdin_to_eof(&kind) => StdinPump::for_stdin(config.max_stdin as usize),
+        _ if classify::reads_stdin_to_eof(&kind) => StdinPump::for_stdin(config.max_stdin as usize),
         _ => None,
     };
     if let Some(pump) = &pump {
@@ -219,18 +221,6 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     })
 }
 
-/// A program that reads all of its stdin: a restore reading stdin (whose input was not
-/// already read whole to be replayable).
-fn reads_stdin_to_eof(kind: &Kind) -> bool {
-    matches!(
-        kind,
-        Kind::Restore(Some(RestoreArgs::Apply {
-            input: RestoreInput::Stdin,
-            ..
-        }))
-    )
-}
-
 /// Reads need neither the lock nor a spawn: exec the program in our place. A read of
 /// the legacy backend without `-w` stays on the write path: iptables 1.6 to 1.8.7 then
 /// fail at once if iptables' own lock is busy, and xtlock's queue spares them that.
@@ -244,14 +234,14 @@ pub fn runs_in_our_place(
         return false;
     }
     match kind {
-        Kind::Save => true,
+        Kind::Save | Kind::Read => true,
         Kind::Restore(Some(crate::restore::RestoreArgs::HelpOrVersion)) => true,
         Kind::Command(command) => match command.effect {
             Effect::HelpOrVersion => true,
             Effect::ReadOnly => command.wait != Wait::Absent || backend() == Some(Backend::Nft),
             Effect::Write => false,
         },
-        Kind::Restore(_) | Kind::Other => false,
+        Kind::Restore(_) | Kind::StdinToEof | Kind::Other => false,
     }
 }
 
@@ -458,7 +448,7 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
     // Only what may be retried needs its stderr read; the rest keeps the caller's.
     let stderr = match kind {
         Kind::Command(_) | Kind::Restore(_) => Stderr::Capture,
-        Kind::Save | Kind::Other => Stderr::Inherit,
+        Kind::Save | Kind::Read | Kind::StdinToEof | Kind::Other => Stderr::Inherit,
     };
     let max_attempts = config.retries + 1;
     let mut attempt_no = 1;
@@ -477,11 +467,10 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
                 attempt.exit_code(),
                 &attempt.stderr,
                 prepared.map(|prepared| RestoreCall {
-                    noflush: false,
                     input: prepared.replay(),
                 }),
             ),
-            Kind::Save | Kind::Other => Verdict::Final,
+            Kind::Save | Kind::Read | Kind::StdinToEof | Kind::Other => Verdict::Final,
         };
         let delay = retry::backoff(attempt_no, fastrand::f64());
         let step = retry::next_step(
@@ -626,6 +615,8 @@ mod tests {
         let legacy = Some(Backend::Legacy);
         let cases = [
             (Kind::Save, legacy, true),
+            (Kind::Read, None, true),
+            (Kind::StdinToEof, None, false),
             (command(HelpOrVersion, Wait::Absent), legacy, true),
             (command(ReadOnly, Wait::Unbounded), legacy, true),
             (command(ReadOnly, Wait::Seconds(5)), None, true),

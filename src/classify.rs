@@ -24,9 +24,29 @@ pub enum Kind {
     Restore(Option<RestoreArgs>),
     /// A `*-save` of the iptables family: reads only, and takes no lock of its own.
     Save,
-    /// Anything else (a script, `sh`, `env`, `nft`, `ipset`, an unknown program):
-    /// locked, run once, passed through, never retried.
+    /// A call that changes nothing and takes no lock of its own: `ipset list`, `save`,
+    /// `help`, `version` (any abbreviation or option).
+    Read,
+    /// A call whose input is its whole stdin, read to its end (or to its first error):
+    /// `ipset restore` without `-file`. Locked, run once, never retried, as Other.
+    StdinToEof,
+    /// Anything else (a script, `sh`, `env`, `nft`, any other `ipset` call, an unknown
+    /// program): locked, run once, passed through, never retried.
     Other,
+}
+
+/// Does the program take its whole stdin as its input? `ipset restore` (no `-file`) and
+/// a `*-restore` with no file operand read stdin line by line until its end, or until
+/// the first line they refuse. A `*-restore` whose options are not known: no.
+pub fn reads_stdin_to_eof(kind: &Kind) -> bool {
+    matches!(
+        kind,
+        Kind::StdinToEof
+            | Kind::Restore(Some(RestoreArgs::Apply {
+                input: restore::Input::Stdin,
+                ..
+            }))
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +77,29 @@ pub enum Wait {
     Unbounded,
     /// `-w N`.
     Seconds(i32),
+}
+
+/// The name a program called with `arg0` dispatches on: `basename(argv[0])` as the
+/// multi-call binaries compute it. iptables 1.8.9's xshared.c subcmd_main calls
+/// `basename(*argv)` with <libgen.h> included, so glibc's POSIX `__xpg_basename`:
+/// trailing slashes are dropped (`x/` is `x`), but `.` and `..` are names like any other
+/// (`iptables-save/.` is `.`, which is no applet, so the binary runs argv[1] instead);
+/// "" is `.` and a path of only slashes is `/`. Rust's `Path::file_name` differs (it
+/// reads `x/.` as `x`), so classification uses this, never that.
+pub fn dispatch_name(arg0: &OsStr) -> &OsStr {
+    let bytes = arg0.as_bytes();
+    if bytes.is_empty() {
+        return OsStr::new(".");
+    }
+    let end = bytes.iter().rposition(|&b| b != b'/').map_or(0, |i| i + 1);
+    if end == 0 {
+        return OsStr::new("/");
+    }
+    let start = bytes[..end]
+        .iter()
+        .rposition(|&b| b == b'/')
+        .map_or(0, |i| i + 1);
+    OsStr::from_bytes(&bytes[start..end])
 }
 
 /// The applet a call runs: for `xtables-nft-multi iptables -L` it is `iptables` with
@@ -96,12 +139,16 @@ enum Role {
     Main { iptables_family: bool },
     Save,
     Restore,
+    Ipset,
 }
 
 /// The applet names of iptables 1.8.x's multi-call binaries and the programs installed
 /// under them (xtables-legacy-multi.c, xtables-nft-multi.c), by what they do.
 fn role(name: &OsStr) -> Option<Role> {
     let name = name.as_bytes();
+    if name == b"ipset" {
+        return Some(Role::Ipset);
+    }
     let stem = |suffix: &[u8]| name.strip_suffix(suffix);
     let family = |base: &[u8]| {
         let base = base
@@ -163,10 +210,19 @@ pub fn classify(
     match role(applet) {
         None => Kind::Other,
         Some(Role::Save) => Kind::Save,
+        Some(Role::Ipset) => ipset_kind(args),
         Some(Role::Main { iptables_family }) => {
             let mut command = parse_command(args);
-            if !iptables_family && command.effect == Effect::ReadOnly {
-                command.effect = Effect::Write; // their parsers differ; not modelled
+            if !iptables_family {
+                // Their parsers differ; not modelled.
+                if command.effect == Effect::ReadOnly {
+                    command.effect = Effect::Write;
+                }
+                // Nor is `-w` a wait to them: ebtables (xtables-eb.c, EBT_OPTSTRING) and
+                // arptables-nft (ARPT_OPTSTRING) of iptables 1.8.9 have no -w/--wait and
+                // refuse it (exit 2); ebtables-legacy 2.0.11 refuses it too, and
+                // arptables-legacy 0.0.5 takes `-w[N]` but waits for no lock (measured).
+                command.wait = Wait::Absent;
             }
             Kind::Command(command)
         }
@@ -179,6 +235,106 @@ pub fn classify(
             }
         }),
     }
+}
+
+/// ipset 7.17's options (lib/ipset.c ipset_envopts): (short, long, takes a value), in
+/// the order ipset_parser takes them off argv, each from the whole argv at once.
+const IPSET_OPTIONS: &[(&[u8], &[u8], bool)] = &[
+    (b"-o", b"-output", true),
+    (b"-s", b"-sorted", false),
+    (b"-q", b"-quiet", false),
+    (b"-r", b"-resolve", false),
+    (b"-!", b"-exist", false),
+    (b"-n", b"-name", false),
+    (b"-t", b"-terse", false),
+    (b"-f", b"-file", true),
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum IpsetEffect {
+    Read,
+    Restore,
+    Write,
+}
+
+/// ipset 7.17's commands and their aliases (lib/ipset.c ipset_commands), in its order:
+/// the first that the word is a prefix of wins (`s` is save, `re` restore, `d` del).
+const IPSET_COMMANDS: &[(IpsetEffect, &[&[u8]])] = &[
+    (IpsetEffect::Write, &[b"create", b"new", b"-N"]),
+    (IpsetEffect::Write, &[b"add", b"-A"]),
+    (IpsetEffect::Write, &[b"del", b"-D"]),
+    (IpsetEffect::Write, &[b"test", b"-T"]), // changes nothing, but not modelled further
+    (IpsetEffect::Write, &[b"destroy", b"x", b"-X"]),
+    (IpsetEffect::Read, &[b"list", b"-L"]),
+    (IpsetEffect::Read, &[b"save", b"-S"]),
+    (IpsetEffect::Restore, &[b"restore", b"-R"]),
+    (IpsetEffect::Write, &[b"flush", b"-F"]),
+    (IpsetEffect::Write, &[b"rename", b"e", b"-E"]),
+    (IpsetEffect::Write, &[b"swap", b"w", b"-W"]),
+    (IpsetEffect::Read, &[b"help", b"-h", b"-H"]),
+    (IpsetEffect::Read, &[b"version", b"-v", b"-V"]),
+    (IpsetEffect::Write, &[b"quit"]),
+];
+
+/// Read an ipset command line as ipset 7.17's ipset_parser does: first every option is
+/// taken off argv wherever it stands (ipset_match_envopt: the whole name, one of two
+/// leading dashes ignored; `-o`/`-f` take the next word, whatever it is), then the first
+/// word left is the command (ipset_match_cmd: two leading dashes ignored, any prefix of
+/// a name). `-` (commands from stdin, one by one), an unknown command, any refusal:
+/// Other. `add` in a `while read` loop reads no stdin: only `restore` does.
+fn ipset_kind(args: &[OsString]) -> Kind {
+    let mut argv: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    let mut file = false;
+    for &(short, long, takes_value) in IPSET_OPTIONS {
+        let mut i = 0;
+        while i < argv.len() {
+            let word = argv[i];
+            let word = if word.starts_with(b"--") {
+                &word[1..]
+            } else {
+                word
+            };
+            if word != short && word != long {
+                i += 1;
+                continue;
+            }
+            argv.remove(i);
+            if !takes_value {
+                continue;
+            }
+            if i == argv.len() {
+                return Kind::Other; // "Missing mandatory argument": refused
+            }
+            let value = argv.remove(i);
+            let refused = match short {
+                b"-o" => !matches!(value, b"plain" | b"xml" | b"save"),
+                _ => std::mem::replace(&mut file, true), // a second -file is refused
+            };
+            if refused {
+                return Kind::Other;
+            }
+        }
+    }
+    let Some((&word, rest)) = argv.split_first() else {
+        return Kind::Other;
+    };
+    let effect = IPSET_COMMANDS
+        .iter()
+        .find(|(_, names)| names.iter().any(|name| ipset_names(word, name)))
+        .map(|&(effect, _)| effect);
+    match effect {
+        // Whatever follows (a set name, or words ipset refuses), nothing changes.
+        Some(IpsetEffect::Read) => Kind::Read,
+        // `restore` takes no argument: with one it is refused before reading anything.
+        Some(IpsetEffect::Restore) if rest.is_empty() && !file => Kind::StdinToEof,
+        _ => Kind::Other,
+    }
+}
+
+/// ipset_match_cmd: is `word` (two leading dashes ignored) a prefix of `name`?
+fn ipset_names(word: &[u8], name: &[u8]) -> bool {
+    let word = word.strip_prefix(b"--").unwrap_or(word);
+    !word.is_empty() && word != b"-" && name.starts_with(word)
 }
 
 /// iptables 1.8.9's optstring (xshared.h IPT_OPTSTRING): `-` first, so words come back
@@ -430,6 +586,194 @@ mod tests {
     }
 
     #[test]
+    fn only_the_iptables_family_waits_for_w() {
+        let wait = |name: &str, line: &str| match classify(
+            OsStr::new(name),
+            &args(line),
+            || None,
+            false,
+        ) {
+            Kind::Command(command) => command.wait,
+            other => panic!("{name} {line}: {other:?}"),
+        };
+        let cases = [
+            ("iptables", "-w 1 -A INPUT -j DROP", Wait::Seconds(1)),
+            (
+                "ip6tables-nft",
+                "--wait=1 -A INPUT -j DROP",
+                Wait::Seconds(1),
+            ),
+            ("iptables-legacy", "-w -A INPUT -j DROP", Wait::Unbounded),
+            ("xtables-legacy-multi", "iptables -w 1 -L", Wait::Seconds(1)),
+            ("ebtables", "-w 1 -A INPUT -j DROP", Wait::Absent),
+            ("ebtables-nft", "--wait 1 -L", Wait::Absent),
+            ("ebtables-legacy", "-w1 -L", Wait::Absent),
+            ("arptables", "-w 1 -A INPUT -j DROP", Wait::Absent),
+            ("arptables-nft", "-w -L", Wait::Absent),
+            ("arptables-legacy", "--wait=5 -L", Wait::Absent),
+            ("xtables-nft-multi", "ebtables -w 1 -L", Wait::Absent),
+            ("xtables-nft-multi", "arptables -w 1 -L", Wait::Absent),
+        ];
+        for (name, line, want) in cases {
+            assert_eq!(wait(name, line), want, "{name} {line}");
+        }
+    }
+
+    #[test]
+    fn dispatch_names_are_glibcs_posix_basename() {
+        // Each row checked against glibc 2.36's basename from <libgen.h>.
+        let cases: &[(&[u8], &[u8])] = &[
+            (b"iptables", b"iptables"),
+            (b"/usr/sbin/iptables-legacy-save", b"iptables-legacy-save"),
+            (b"./iptables-save", b"iptables-save"),
+            (b"x/.", b"."),
+            (b"x/./", b"."),
+            (b"x/.//", b"."),
+            (b"x/..", b".."),
+            (b"x/", b"x"),
+            (b"x//", b"x"),
+            (b"//x//", b"x"),
+            (b"a//b", b"b"),
+            (b"..", b".."),
+            (b".", b"."),
+            (b"", b"."),
+            (b"/", b"/"),
+            (b"//", b"/"),
+            (b"///", b"/"),
+            (b"/x", b"x"),
+        ];
+        for (arg0, want) in cases {
+            let got = dispatch_name(OsStr::from_bytes(arg0));
+            assert_eq!(got.as_bytes(), *want, "{:?}", OsStr::from_bytes(arg0));
+        }
+    }
+
+    #[test]
+    fn odd_arg0s_are_classified_by_the_name_the_program_dispatches_on() {
+        let kind = |arg0: &str, line: &str| {
+            classify(dispatch_name(OsStr::new(arg0)), &args(line), || None, false)
+        };
+        // The multi-call binary finds no applet `.` and runs argv[1]: a write, locked.
+        assert_eq!(
+            kind("iptables-legacy-save/.", "iptables -A INPUT -j ACCEPT"),
+            Kind::Other
+        );
+        assert_eq!(kind("x/..", "iptables-save"), Kind::Other);
+        assert_eq!(kind("", "iptables-save"), Kind::Other);
+        assert_eq!(kind("..", "iptables-save"), Kind::Other);
+        assert_eq!(kind("iptables-legacy-save/", "-t nat"), Kind::Save);
+        assert_eq!(kind("iptables-legacy-save//", ""), Kind::Save);
+        assert_eq!(kind("./iptables-save", ""), Kind::Save);
+        assert_eq!(kind("/usr/sbin/iptables-save", ""), Kind::Save);
+        assert!(matches!(
+            kind("iptables/", "-A INPUT -j DROP"),
+            Kind::Command(_)
+        ));
+    }
+
+    #[test]
+    fn ipset_calls() {
+        use Kind::{Other, Read, StdinToEof};
+        let cases = [
+            ("list", Read),
+            ("list -n", Read),
+            ("-n list", Read),
+            ("--name list", Read),
+            ("-terse -sorted list f2b-sshd", Read),
+            ("l", Read),
+            ("li f2b-sshd", Read),
+            ("--list", Read),
+            ("-L", Read),
+            ("-L -o save", Read),
+            ("-o xml -L", Read),
+            ("save", Read),
+            ("s f2b-sshd", Read),
+            ("sa", Read),
+            ("-S", Read),
+            ("--save -file out", Read),
+            ("save f2b-sshd -f out", Read),
+            ("list a b", Read), // refused: nothing changes either way
+            ("help", Read),
+            ("h hash:ip", Read),
+            ("-h", Read),
+            ("version", Read),
+            ("-v", Read),
+            ("-V", Read),
+            ("restore", StdinToEof),
+            ("re", StdinToEof),
+            ("-R", StdinToEof),
+            ("--restore", StdinToEof),
+            ("-exist restore", StdinToEof),
+            ("restore -! -q", StdinToEof),
+            ("--exist restore", StdinToEof),
+            ("restore -file rules", Other),
+            ("-f rules restore", Other),
+            ("restore extra", Other),
+            ("-", Other),
+            ("", Other),
+            ("add f2b-sshd 192.0.2.1", Other),
+            ("-A f2b-sshd 192.0.2.1", Other),
+            ("a f2b-sshd 192.0.2.1", Other),
+            ("-exist add f2b-sshd 192.0.2.1", Other),
+            ("create f2b-sshd hash:ip", Other),
+            ("d f2b-sshd 192.0.2.1", Other),
+            ("destroy", Other),
+            ("x", Other),
+            ("flush", Other),
+            ("swap a b", Other),
+            ("w a b", Other),
+            ("ren a b", Other),
+            ("e a b", Other),
+            ("test f2b-sshd 192.0.2.1", Other),
+            ("t f2b-sshd 192.0.2.1", Other), // `t` is test: `-t` is terse
+            ("quit", Other),
+            // What is taken off argv first decides which word is the command.
+            ("-o save add f2b-sshd 192.0.2.1", Other),
+            ("-o list add f2b-sshd 192.0.2.1", Other), // refused: no mode "list"
+            ("-f list add f2b-sshd 192.0.2.1", Other),
+            ("-n add list 192.0.2.1", Other),
+            ("add -n list", Other),
+            // Not options, not commands: refused, or a set name after the command.
+            ("---name list", Other),
+            ("-list", Other),
+            ("lists", Other),
+            ("--l", Read),
+            ("-o", Other),
+            ("list -o", Other),
+            ("-f a -f b save", Other),
+        ];
+        for (line, want) in cases {
+            let got = classify(OsStr::new("ipset"), &args(line), || None, false);
+            assert_eq!(got, want, "ipset {line}");
+        }
+    }
+
+    #[test]
+    fn stdin_to_eof() {
+        let reads = |name: &str, line: &str| {
+            reads_stdin_to_eof(&classify(OsStr::new(name), &args(line), || None, false))
+        };
+        assert!(reads("ipset", "restore"));
+        assert!(reads("ipset", "-exist -R"));
+        assert!(!reads("ipset", "restore -file rules"));
+        assert!(!reads("ipset", "add f2b 192.0.2.1"));
+        assert!(!reads("ipset", "-"));
+        assert!(!reads("ipset", "save"));
+        assert!(reads("iptables-legacy-restore", ""));
+        assert!(reads("iptables-legacy-restore", "--noflush"));
+        assert!(reads("ip6tables-nft-restore", "-w rules"));
+        assert!(reads("ebtables-restore", "-n file"));
+        assert!(reads("xtables-legacy-multi", "iptables-restore -T nat"));
+        assert!(!reads("iptables-legacy-restore", "rules.v4"));
+        assert!(!reads("iptables-legacy-restore", "-h"));
+        assert!(!reads("iptables-legacy-restore", "a b"));
+        assert!(!reads("iptables-restore", "-w rules")); // unknown backend: not known
+        assert!(!reads("iptables", "-A INPUT -j DROP"));
+        assert!(!reads("iptables-save", ""));
+        assert!(!reads("sh", "-c cat"));
+    }
+
+    #[test]
     fn kinds() {
         let kind = |name: &str, line: &str| classify(OsStr::new(name), &args(line), || None, false);
         assert!(matches!(
@@ -470,7 +814,7 @@ mod tests {
             "sh",
             "env",
             "nft",
-            "ipset",
+            "ipset-translate",
             "iptables-restore-translate",
             "iptables-xml",
             "xtables-monitor",

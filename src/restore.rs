@@ -168,25 +168,33 @@ impl Prepared {
     }
 }
 
+/// The input of a restore that may be replayed, or why it never is, from its options
+/// alone: the one place where `--noflush` (tables amended, not rewritten: a replay could
+/// add twice) and `--test` rule a replay out.
+pub fn replayable_input(args: Option<&RestoreArgs>) -> Result<&Input, &'static str> {
+    match args {
+        None => Err("the options cannot be known for sure"),
+        Some(RestoreArgs::Apply { noflush: true, .. }) => {
+            Err("--noflush: the commit may have applied")
+        }
+        Some(RestoreArgs::Apply {
+            test_only: true, ..
+        }) => Err("--test commits nothing"),
+        Some(RestoreArgs::Apply { input, .. }) => Ok(input),
+        Some(RestoreArgs::HelpOrVersion | RestoreArgs::Rejected) => {
+            Err("the program reads no input")
+        }
+    }
+}
+
 /// Only a full restore may be replayed, so only a full restore's input is held back;
 /// everything else reads its input as it would bare (a `--noflush` restore fed COMMIT
 /// by COMMIT from a coprocess keeps working). A pipe, FIFO, terminal or socket given
 /// as the file is never opened by xtlock: opening a FIFO would release its writer.
 pub fn prepare(args: Option<&RestoreArgs>, max_stdin: u64) -> Result<Prepared, Failure> {
-    let input = match args {
-        None => return Ok(Prepared::Direct("the options cannot be known for sure")),
-        Some(RestoreArgs::Apply { noflush: true, .. }) => {
-            return Ok(Prepared::Direct("--noflush: the commit may have applied"));
-        }
-        Some(RestoreArgs::Apply {
-            test_only: true, ..
-        }) => {
-            return Ok(Prepared::Direct("--test commits nothing"));
-        }
-        Some(RestoreArgs::Apply { input, .. }) => input,
-        Some(RestoreArgs::HelpOrVersion | RestoreArgs::Rejected) => {
-            return Ok(Prepared::Direct("the program reads no input"));
-        }
+    let input = match replayable_input(args) {
+        Ok(input) => input,
+        Err(why) => return Ok(Prepared::Direct(why)),
     };
     match input {
         Input::Stdin if std::io::stdin().is_terminal() => Ok(Prepared::Direct(
@@ -312,15 +320,42 @@ pub fn failed_line(stderr: &[u8]) -> Option<usize> {
     })
 }
 
-/// Is line `n` (1-based) of the input a COMMIT as iptables reads one? Legacy compares
-/// the whole line with "COMMIT\n" (iptables-restore.c, strcmp); nft also takes a final
-/// "COMMIT" with no newline. Nothing else: `COMMIT ` fails in iptables every time.
+/// The buffer both restores read lines into: `char buffer[10240]` with
+/// `fgets(buffer, sizeof(buffer), in)` (iptables 1.8.9 iptables-restore.c
+/// ip46tables_restore_main, xtables-restore.c xtables_restore_parse; ebtables-restore
+/// and arptables-restore share the latter).
+const RESTORE_LINE_BUFFER: usize = 10240;
+
+/// The input as the restore's fgets loop reads it, one piece per "line" it counts: up
+/// to and including a newline, but never more than 10,239 bytes. A longer line is
+/// counted as two or more lines, and its tail is parsed as a line of its own.
+pub fn fgets_lines(input: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let max = RESTORE_LINE_BUFFER - 1;
+    let mut rest = input;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let limit = rest.len().min(max);
+        let len = rest[..limit]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(limit, |i| i + 1);
+        let (line, tail) = rest.split_at(len);
+        rest = tail;
+        Some(line)
+    })
+}
+
+/// Is line `n` (1-based, counted as iptables counts it: `fgets_lines`) of the input a
+/// COMMIT as iptables reads one? Legacy compares the whole line with "COMMIT\n"
+/// (iptables-restore.c, strcmp); nft also takes a final "COMMIT" with no newline.
+/// Nothing else: `COMMIT ` fails in iptables every time.
 pub fn line_is_commit(input: &[u8], n: usize) -> bool {
     if n == 0 {
         return false;
     }
-    let mut lines = input.split_inclusive(|&b| b == b'\n');
-    matches!(lines.nth(n - 1), Some(b"COMMIT\n" | b"COMMIT"))
+    matches!(fgets_lines(input).nth(n - 1), Some(b"COMMIT\n" | b"COMMIT"))
 }
 
 #[cfg(test)]
@@ -431,6 +466,43 @@ mod tests {
     }
 
     #[test]
+    fn only_a_full_restore_is_replayable() {
+        let stdin = Ok(&Input::Stdin);
+        let cases = [
+            (apply(false, false, None, None), stdin),
+            (apply(false, false, Some("nat"), None), stdin),
+            (
+                apply(true, false, None, None),
+                Err("--noflush: the commit may have applied"),
+            ),
+            (
+                apply(true, true, None, Some("f")),
+                Err("--noflush: the commit may have applied"),
+            ),
+            (
+                apply(false, true, None, None),
+                Err("--test commits nothing"),
+            ),
+            (
+                RestoreArgs::HelpOrVersion,
+                Err("the program reads no input"),
+            ),
+            (RestoreArgs::Rejected, Err("the program reads no input")),
+        ];
+        for (args, want) in cases {
+            assert_eq!(replayable_input(Some(&args)), want, "{args:?}");
+        }
+        assert_eq!(
+            replayable_input(Some(&apply(false, false, None, Some("f")))),
+            Ok(&Input::File("f".into()))
+        );
+        assert_eq!(
+            replayable_input(None),
+            Err("the options cannot be known for sure")
+        );
+    }
+
+    #[test]
     fn failed_line_table() {
         assert_eq!(failed_line(b"iptables-restore: line 7 failed\n"), Some(7));
         assert_eq!(failed_line(b"ip6tables-restore: line 12 failed"), Some(12));
@@ -454,5 +526,48 @@ mod tests {
         assert!(!line_is_commit(b"COMMIT \n", 1));
         assert!(!line_is_commit(b"COMMIT\r\n", 1));
         assert!(!line_is_commit(b" COMMIT\n", 1));
+    }
+
+    /// `*filter`, a rule line of `len` bytes (its newline included), then `COMMIT`.
+    fn with_rule_of(len: usize) -> Vec<u8> {
+        let mut input = b"*filter\n".to_vec();
+        input.extend(std::iter::repeat_n(b'x', len - 1));
+        input.extend_from_slice(b"\nCOMMIT\n");
+        input
+    }
+
+    #[test]
+    fn long_lines_count_as_iptables_counts_them() {
+        // (rule line length with its newline, the line number iptables gives COMMIT)
+        let cases = [
+            (10238, 3),
+            (10239, 3), // 10,238 bytes and the newline: one fgets
+            (10240, 4), // 10,239 bytes, then the newline alone as a line
+            (10241, 4),
+            (20000, 4),
+            (20478, 4),
+            (20479, 5), // 2 x 10,239 bytes, then the newline
+        ];
+        for (len, commit_line) in cases {
+            let input = with_rule_of(len);
+            let lines: Vec<&[u8]> = fgets_lines(&input).collect();
+            assert_eq!(lines.len(), commit_line, "{len}");
+            assert_eq!(lines.concat(), input, "{len}: the pieces are the input");
+            assert!(lines.iter().all(|l| l.len() < RESTORE_LINE_BUFFER));
+            assert!(line_is_commit(&input, commit_line), "{len}");
+            for n in 1..commit_line {
+                assert!(!line_is_commit(&input, n), "{len}: line {n}");
+            }
+        }
+        // The tail of a long line is parsed as a line: here it is a COMMIT.
+        let mut input = vec![b'#'; 10239];
+        input.extend_from_slice(b"COMMIT\n");
+        assert!(line_is_commit(&input, 2));
+        assert!(!line_is_commit(b"COMMIT\n", 2));
+        assert_eq!(fgets_lines(b"").count(), 0);
+        assert_eq!(
+            fgets_lines(b"a\nb").collect::<Vec<_>>(),
+            [&b"a\n"[..], b"b"]
+        );
     }
 }

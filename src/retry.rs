@@ -20,10 +20,9 @@ pub enum Verdict {
 /// What a `*-restore` call looked like, for the restore-only rules.
 #[derive(Debug, Clone, Copy)]
 pub struct RestoreCall<'a> {
-    /// `--noflush` (and not `--test`): tables are amended, a replay could add twice.
-    pub noflush: bool,
     /// The rules text when the same bytes can be given again (buffered stdin, or a
-    /// regular file), else why not.
+    /// regular file), else why not: `--noflush`, `--test` and inputs that cannot be
+    /// given again are ruled out before the call (restore::replayable_input, prepare).
     pub input: Result<&'a [u8], &'static str>,
 }
 
@@ -62,9 +61,6 @@ fn classify_restore(
         (None, Some(_)) => "a COMMIT failed; a full restore is safe to replay",
         _ => return Verdict::Final,
     };
-    if call.noflush {
-        return Verdict::Unsafe("--noflush: the commit may have applied");
-    }
     let input = match call.input {
         Ok(input) => input,
         Err(why) => return Verdict::Unsafe(why),
@@ -180,16 +176,11 @@ mod tests {
     #[test]
     fn restore_calls() {
         let input: &[u8] = b"*filter\n-A INPUT -j ACCEPT\nCOMMIT\n";
-        let full = RestoreCall {
-            noflush: false,
-            input: Ok(input),
-        };
+        let full = RestoreCall { input: Ok(input) };
         let noflush = RestoreCall {
-            noflush: true,
-            input: Ok(input),
+            input: Err("--noflush: the commit may have applied"),
         };
         let unknown = RestoreCall {
-            noflush: false,
             input: Err("the input cannot be replayed"),
         };
         let failed_commit = b"iptables-restore: line 3 failed\n";
@@ -217,7 +208,6 @@ mod tests {
         ));
         // `COMMIT ` is not a COMMIT to iptables: it fails the same way every time.
         let spaced = RestoreCall {
-            noflush: false,
             input: Ok(b"*filter\n-A INPUT -j ACCEPT\nCOMMIT \n"),
         };
         assert_eq!(

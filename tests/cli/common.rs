@@ -235,6 +235,16 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Where `program` is on PATH.
+pub fn which(program: &str) -> std::path::PathBuf {
+    let out = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{program} is not on PATH");
+    std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim_end())
+}
+
 /// The number after `key=` in a script's `key=value ...` result line.
 pub fn result_value(line: &str, key: &str) -> u32 {
     line.split(' ')

@@ -428,6 +428,40 @@ fn the_callers_wait_bounds_xtlocks_wait() {
     let _ = holder.wait();
 }
 
+/// Issue 15 item 11: ebtables and arptables refuse `-w` (not in their option tables),
+/// so their `-w 1` bounds nothing: xtlock waits the configured timeout (20 s here), not
+/// 1 s. Before, it gave up after 1 s with exit 4.
+#[test]
+fn ebtables_w_does_not_bound_xtlocks_wait() {
+    let sb = Sandbox::with_fake(&["ebtables"]);
+    std::fs::write(sb.path("xtlock.conf"), "timeout = 20\n").unwrap();
+    let mut holder = hold_lock(&sb, 60);
+    let mut call = sb
+        .shim("ebtables")
+        .args(["-w", "1", "-A", "INPUT", "-j", "DROP"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Three times the caller's -w: an xtlock that took it as its bound has given up.
+    std::thread::sleep(Duration::from_secs(3));
+    let still_waiting = call.try_wait().unwrap().is_none();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let status = wait_bounded(&mut call);
+    let mut err = String::new();
+    call.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        still_waiting,
+        "gave up before the configured timeout: {status:?} {err}"
+    );
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert_eq!(sb.counter(), 1, "the program ran once the lock was free");
+}
+
 /// Case 8: a caller that may not open the lock file gets what it would get bare.
 #[test]
 fn a_caller_without_access_to_the_lock_runs_as_bare() {

@@ -21,6 +21,7 @@ mod protocol;
 mod read_differential;
 mod reads;
 mod real_inputs;
+mod real_ipset;
 mod real_iptables;
 mod restore;
 mod retry;

@@ -2,6 +2,7 @@
 //! have committed retryable, and the config parser never panics.
 
 use proptest::prelude::*;
+use xtlock::restore::{Input, RestoreArgs, replayable_input};
 use xtlock::retry::{RestoreCall, Verdict, classify};
 
 /// Stderr lines: the real messages, near misses, and noise, in any order.
@@ -51,11 +52,16 @@ proptest! {
 
     #[test]
     fn restores_retry_only_when_replay_is_idempotent(
-        code in 0i32..=255, stderr in stderr_strategy(), noflush: bool, input in proptest::collection::vec(any::<u8>(), 0..200),
+        code in 0i32..=255, stderr in stderr_strategy(), noflush: bool, test_only: bool,
+        input in proptest::collection::vec(any::<u8>(), 0..200),
     ) {
-        let verdict = classify(Some(code), &stderr, Some(RestoreCall { noflush, input: Ok(&input) }));
+        // The decision as the program makes it: the options first, then the outcome.
+        let args = RestoreArgs::Apply { noflush, test_only, table: None, input: Input::Stdin };
+        let replay = replayable_input(Some(&args)).map(|_| &input[..]);
+        let verdict = classify(Some(code), &stderr, Some(RestoreCall { input: replay }));
         if is_retry(verdict) {
             prop_assert!(!noflush, "a --noflush restore was replayed");
+            prop_assert!(!test_only, "a --test restore was replayed");
             prop_assert!(code == 1 || code == 4, "exit {code} retried");
         }
         if code == 1 && is_retry(verdict) {

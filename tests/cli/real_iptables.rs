@@ -2,6 +2,7 @@
 //! examples/race.sh (which refuses to touch a rule unless the namespace is fresh).
 
 use crate::common::*;
+use crate::lock::hold_lock;
 use std::path::Path;
 use std::process::Command;
 
@@ -101,6 +102,12 @@ fn in_namespace(script: &str) -> (i32, String, String) {
     for name in ["iptables-legacy", "iptables-legacy-restore", "iptables-nft"] {
         sb.link_shim(name);
     }
+    in_namespace_of(&sb, script)
+}
+
+/// One shell command run as root in a fresh namespace, with `sb`'s shims first in PATH
+/// and its lock file, config and log.
+pub fn in_namespace_of(sb: &Sandbox, script: &str) -> (i32, String, String) {
     let guarded = format!(
         "[ \"$(readlink /proc/self/ns/net)\" != \"$HOST_NETNS\" ] && [ \"$(ip -o link show | wc -l)\" -eq 1 ] || {{ echo 'not a fresh netns' >&2; exit 99; }}\n\
          mount -t tmpfs xtlock-test /run || exit 98\n{script}"
@@ -171,4 +178,105 @@ fn concurrent_noflush_restores_through_xtlock_all_land() {
     let (status, stdout, stderr) = in_namespace(script);
     assert_eq!(status, 0, "{stderr}");
     assert_eq!(stdout.trim(), "16", "{stdout}\n{stderr}");
+}
+
+/// Issue 15 item 8: run as `iptables-legacy-save/.`, xtables-legacy-multi finds no applet
+/// named `.` (basename from <libgen.h>) and runs argv[1]: here a write. It must queue
+/// for the lock like any write, not run in our place as a save.
+#[test]
+fn a_write_behind_an_odd_arg0_waits_for_the_lock() {
+    if !available("iptables-legacy") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("iptables-legacy-save");
+    let odd = |program: &str| {
+        format!(
+            "bash -c 'exec -a \"$0\" \"$@\"' 'iptables-legacy-save/.' {program} iptables -A INPUT -j ACCEPT"
+        )
+    };
+    // Bare, the real program does add the rule: the premise of this test.
+    let (status, stdout, stderr) = in_namespace_of(
+        &sb,
+        &format!(
+            "{}; echo bare=$?; iptables-legacy -S INPUT",
+            odd(&which("iptables-legacy-save").display().to_string())
+        ),
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("bare=0\n") && stdout.contains("-A INPUT -j ACCEPT"),
+        "{stdout}"
+    );
+    // Through the shim while the test holds the lock: it waits, gives up, adds nothing.
+    let shim = sb.path("shim/iptables-legacy-save");
+    let through = odd(&shim.display().to_string());
+    let mut holder = hold_lock(&sb, 60);
+    let (status, stdout, stderr) = in_namespace_of(
+        &sb,
+        &format!("XTLOCK_TIMEOUT=2 {through}; echo held=$?; iptables-legacy -S INPUT"),
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("held=4\n"),
+        "ran without the lock: {stdout}\n{stderr}"
+    );
+    assert!(!stdout.contains("-A INPUT -j ACCEPT"), "{stdout}");
+    assert!(stderr.starts_with("xtlock: timed out after 2s"), "{stderr}");
+    // With the lock free, the same call runs (locked) and adds the rule.
+    let (status, stdout, stderr) = in_namespace_of(
+        &sb,
+        &format!("{through}; echo free=$?; iptables-legacy -S INPUT"),
+    );
+    assert_eq!(status, 0, "{stderr}");
+    assert!(
+        stdout.contains("free=0\n") && stdout.contains("-A INPUT -j ACCEPT"),
+        "{stdout}\n{stderr}"
+    );
+}
+
+/// Issue 15 item 10: iptables-restore reads lines with fgets into a 10,240-byte buffer,
+/// so a longer line counts as two. Here the tail of a long line is a bad rule, reported
+/// as "line 3 failed"; line 3 of the text is COMMIT, but to iptables it is the tail.
+/// A failing rule fails every time: one run, the program's own stderr and status.
+#[test]
+fn a_bad_rule_in_an_over_long_line_is_not_taken_for_a_failed_commit() {
+    if !available("iptables-legacy-restore") {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("iptables-legacy-restore");
+    let head = "-A INPUT -j ACCEPT";
+    let rules = format!(
+        "*filter\n{head}{}-A NO-SUCH-CHAIN -j ACCEPT\nCOMMIT\n",
+        " ".repeat(10239 - head.len())
+    );
+    std::fs::write(sb.path("state/rules"), &rules).unwrap();
+    let state = sb.path("state");
+    let script = format!(
+        "cd {state}\n\
+         {bare} < rules > bare.out 2> bare.err; echo bare=$?\n\
+         iptables-legacy-restore < rules > shim.out 2> shim.err; echo shim=$?",
+        state = state.display(),
+        bare = which("iptables-legacy-restore").display()
+    );
+    let (status, stdout, stderr) = in_namespace_of(&sb, &script);
+    assert_eq!(status, 0, "{stderr}");
+    let read = |name: &str| std::fs::read(state.join(name)).unwrap();
+    assert_eq!(
+        read("bare.err"),
+        b"iptables-restore: line 3 failed\n",
+        "the premise: iptables counts the long line as two"
+    );
+    assert!(stdout.contains("bare=1\nshim=1\n"), "{stdout}");
+    assert_eq!(read("shim.err"), read("bare.err"));
+    assert_eq!(read("shim.out"), read("bare.out"));
+    let log = sb.log();
+    assert!(events(&log, "retry").is_empty(), "replayed: {log}");
+    assert!(events(&log, "gave-up").is_empty(), "{log}");
+    let failed = events(&log, "failed");
+    assert_eq!(failed.len(), 1, "{log}");
+    assert_eq!(field(&failed[0], "attempt"), "1/5", "{log}");
 }

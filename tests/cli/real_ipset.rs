@@ -1,0 +1,72 @@
+//! The real ipset in a private network namespace (sets are per namespace): what
+//! changes nothing runs in xtlock's place without the lock, what changes a set waits.
+
+use crate::common::*;
+use crate::lock::hold_lock;
+use crate::real_iptables::in_namespace_of;
+use std::process::Command;
+
+fn available() -> bool {
+    require("root", is_root())
+        && require("unshare", have("unshare"))
+        && require("ipset", have("ipset"))
+        && require(
+            "network namespaces",
+            Command::new("unshare")
+                .args(["-n", "true"])
+                .status()
+                .is_ok_and(|s| s.success()),
+        )
+}
+
+/// `ipset save X | sed ... | ipset restore` needs the save to run while the restore
+/// holds the lock: reads never queue. Before, every ipset call was locked.
+#[test]
+fn ipset_reads_run_while_the_lock_is_held_and_writes_wait() {
+    if !available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("ipset");
+    let bare = which("ipset");
+    let script = format!(
+        "{bare} create f2b-t hash:ip && {bare} add f2b-t 192.0.2.1 || exit 97\n\
+         export XTLOCK_TIMEOUT=2\n\
+         ipset save f2b-t; echo save=$?\n\
+         ipset -exist --name list; echo list=$?\n\
+         ipset -o save l f2b-t > /dev/null; echo l=$?\n\
+         ipset version > /dev/null; echo version=$?\n\
+         ipset add f2b-t 192.0.2.2; echo add=$?\n\
+         echo 'add f2b-t 192.0.2.3' | ipset restore; echo restore=$?\n\
+         echo bare:; {bare} save f2b-t",
+        bare = bare.display()
+    );
+    let mut holder = hold_lock(&sb, 60);
+    let (status, stdout, stderr) = in_namespace_of(&sb, &script);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    let (through, bare_save) = stdout.split_once("bare:\n").unwrap();
+    for read in ["save=0", "list=0", "l=0", "version=0"] {
+        assert!(through.contains(read), "waited: {stdout}\n{stderr}");
+    }
+    assert!(through.starts_with("create f2b-t hash:ip"), "{stdout}");
+    assert!(
+        through.contains("add f2b-t 192.0.2.1\nsave=0\nf2b-t\nlist=0\n"),
+        "{stdout}"
+    );
+    assert!(
+        through.contains("add=4\nrestore=4\n"),
+        "writes ran: {stdout}"
+    );
+    assert_eq!(
+        stderr.matches("xtlock: timed out after 2s").count(),
+        2,
+        "{stderr}"
+    );
+    assert!(bare_save.contains("add f2b-t 192.0.2.1\n"), "{stdout}");
+    assert!(
+        !bare_save.contains("192.0.2.2") && !bare_save.contains("192.0.2.3"),
+        "{stdout}"
+    );
+}
