@@ -10,6 +10,7 @@ pub mod getopt;
 pub mod lock;
 pub mod log;
 pub mod nesting;
+pub mod output;
 pub mod personality;
 pub mod procinfo;
 pub mod resolve;
@@ -52,10 +53,13 @@ pub fn main_with_args(args: Vec<OsString>) -> Exit {
         Personality::Shim(_) => run_call(Call::shim(arg0, args[1..].to_vec()), Layer::default()),
         Personality::Own => run_own(args),
     };
+    // Only xtlock's own commands write to stdout; a write that failed there for another
+    // reason than a gone reader is a failure of the command (output::finish).
+    let result = result.and_then(|exit| output::finish().map(|()| exit).map_err(Failure::Own));
     match result {
         Ok(exit) => exit,
         Err(failure) => {
-            eprintln!("xtlock: {failure}");
+            output::errln!("xtlock: {failure}");
             Exit::Status(failure.exit_code())
         }
     }

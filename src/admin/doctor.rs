@@ -4,6 +4,7 @@
 
 use super::{SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
 use crate::config::{Layer, Sources};
+use crate::output::outln;
 use crate::resolve::find_in_path;
 use crate::status::Failure;
 use std::os::unix::fs::MetadataExt;
@@ -22,14 +23,14 @@ struct Report {
 
 impl Report {
     fn ok(&self, text: impl AsRef<str>) {
-        println!("ok: {}", text.as_ref());
+        outln!("ok: {}", text.as_ref());
     }
     fn note(&self, text: impl AsRef<str>) {
-        println!("note: {}", text.as_ref());
+        outln!("note: {}", text.as_ref());
     }
     fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
         self.problems += 1;
-        println!("problem: {}; fix: {}", text.as_ref(), fix.as_ref());
+        outln!("problem: {}; fix: {}", text.as_ref(), fix.as_ref());
     }
 }
 

@@ -3,6 +3,7 @@
 //! long calls waited for the lock, and who waited longest. Reads the log file when one
 //! is set, else the journal's structured entries (`journalctl -t xtlock -o json`).
 
+use crate::output::{Stream, outln};
 use crate::status::Failure;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -109,8 +110,8 @@ pub fn stats(options: &Options) -> Result<u8, Failure> {
         .collect();
     let summary = summarize(&lines);
     match options.json {
-        true => println!("{}", summary.to_json(&source)),
-        false => print!("{}", summary.to_table(&source)),
+        true => outln!("{}", summary.to_json(&source)),
+        false => crate::output::write(Stream::Stdout, summary.to_table(&source).as_bytes()),
     }
     Ok(0)
 }
