@@ -108,7 +108,7 @@ fn run_call(call: Call, options: Layer) -> Result<Exit, Failure> {
         config.log_file.clone(),
     );
     for warning in warnings {
-        logger.log(&log::Event::new(log::Severity::Warning, "config").field("problem", warning));
+        logger.log(&log::Event::new(log::EventKind::Config).field("problem", warning));
     }
     call::run(&call, &config, &logger)
 }

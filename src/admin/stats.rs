@@ -3,6 +3,7 @@
 //! long calls waited for the lock, and who waited longest. Reads the log file when one
 //! is set, else the journal's structured entries (`journalctl -t xtlock -o json`).
 
+use crate::log::EventKind;
 use crate::output::{Stream, outln};
 use crate::status::Failure;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -165,44 +166,20 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn count(&self, kind: &str) -> usize {
-        self.by_kind.get(kind).copied().unwrap_or(0)
+    fn count(&self, kind: EventKind) -> usize {
+        self.by_kind.get(kind.name()).copied().unwrap_or(0)
     }
 
     pub fn to_table(&self, source: &str) -> String {
         let mut out = format!("source: {source}, {} events\n\n", self.events);
-        let rows = [
-            ("calls", "call", "every call (verbose only)"),
-            ("answers", "answer", "-C said absent (verbose only)"),
-            ("refusals", "failed", "the program's own error (exit 1-3)"),
-            ("retries", "retry", "a transient failure, run again"),
-            ("gave up", "gave-up", "still transient after the retries"),
-            (
-                "not retried",
-                "not-retried",
-                "transient, but a replay was unsafe",
-            ),
-            (
-                "lock timeouts",
-                "lock-failed",
-                "xtlock's lock not had in time",
-            ),
-            ("killed", "killed", "the program died by a signal"),
-            (
-                "unlocked",
-                "unlocked",
-                "caller may not open the lock: ran bare",
-            ),
-            (
-                "xtlock errors",
-                "xtlock-failed",
-                "xtlock's own failure (125-127)",
-            ),
-            ("slow waits", "slow-wait", "waited over 1 s for the lock"),
-        ];
         out += &format!("{:<14} {:>7}  {}\n", "events", "count", "meaning");
-        for (label, kind, meaning) in rows {
-            out += &format!("{label:<14} {:>7}  {meaning}\n", self.count(kind));
+        for &kind in EventKind::ALL {
+            out += &format!(
+                "{:<14} {:>7}  {}\n",
+                label(kind),
+                self.count(kind),
+                kind.meaning()
+            );
         }
         out += &format!(
             "\nrescued: {} of {} retried calls succeeded\n",
@@ -245,6 +222,24 @@ impl Summary {
     }
 }
 
+/// The row name of each kind in the table (a match, so that a new kind needs one).
+pub fn label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Call => "calls",
+        EventKind::Answer => "answers",
+        EventKind::Failed => "refusals",
+        EventKind::Retry => "retries",
+        EventKind::GaveUp => "gave up",
+        EventKind::NotRetried => "not retried",
+        EventKind::LockFailed => "lock timeouts",
+        EventKind::Killed => "killed",
+        EventKind::Unlocked => "unlocked",
+        EventKind::XtlockFailed => "xtlock errors",
+        EventKind::SlowWait => "slow waits",
+        EventKind::Config => "config ignored",
+    }
+}
+
 /// Count the events (pure, for tests).
 pub fn summarize(lines: &[LogLine]) -> Summary {
     let mut summary = Summary {
@@ -256,18 +251,23 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
             *summary.by_kind.entry(kind.to_string()).or_default() += 1;
         }
     }
-    let pids_of = |kind: &str| -> HashSet<u32> {
+    let pids_of = |kind: EventKind| -> HashSet<u32> {
         lines
             .iter()
-            .filter(|l| l.get("event") == Some(kind))
+            .filter(|l| l.get("event") == Some(kind.name()))
             .map(|l| l.pid)
             .collect()
     };
-    let retried = pids_of("retry");
-    let unrescued: HashSet<u32> = ["gave-up", "failed", "not-retried", "killed"]
-        .iter()
-        .flat_map(|kind| pids_of(kind))
-        .collect();
+    let retried = pids_of(EventKind::Retry);
+    let unrescued: HashSet<u32> = [
+        EventKind::GaveUp,
+        EventKind::Failed,
+        EventKind::NotRetried,
+        EventKind::Killed,
+    ]
+    .into_iter()
+    .flat_map(pids_of)
+    .collect();
     summary.retried_calls = retried.len();
     summary.rescued_calls = retried.difference(&unrescued).count();
     let mut wait_by_call: HashMap<u32, u64> = HashMap::new();
@@ -371,5 +371,32 @@ t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
         assert_eq!(json["by_kind"]["retry"], 2);
         assert_eq!(json["rescued_calls"], 1);
         assert_eq!(json["lock_wait_ms"]["max"], 30000);
+    }
+
+    #[test]
+    fn stats_know_every_kind() {
+        // One event of each kind, as the logger writes it: each is counted in its row.
+        let text: String = EventKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(pid, kind)| {
+                let event = crate::log::Event::new(*kind);
+                format!(
+                    "t xtlock[{pid}]: {}: {}\n",
+                    kind.severity().name(),
+                    event.text()
+                )
+            })
+            .collect();
+        let lines: Vec<LogLine> = text.lines().filter_map(parse_line).collect();
+        let summary = summarize(&lines);
+        let table = summary.to_table("test");
+        for &kind in EventKind::ALL {
+            assert_eq!(summary.by_kind.get(kind.name()), Some(&1), "{kind:?}");
+            let row = format!("{:<14} {:>7}  {}", label(kind), 1, kind.meaning());
+            assert!(table.contains(&row), "{kind:?}: {table}");
+        }
+        let labels: HashSet<&str> = EventKind::ALL.iter().map(|&k| label(k)).collect();
+        assert_eq!(labels.len(), EventKind::ALL.len(), "two kinds share a row");
     }
 }
