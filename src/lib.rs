@@ -59,7 +59,8 @@ pub fn main_with_args(args: Vec<OsString>) -> Exit {
     match result {
         Ok(exit) => exit,
         Err(failure) => {
-            output::errln!("xtlock: {failure}");
+            // One line, whatever a program name or a holder's command line holds.
+            output::errln!("xtlock: {}", text::printable(failure.message()));
             Exit::Status(failure.exit_code())
         }
     }
