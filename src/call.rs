@@ -6,7 +6,7 @@
 use crate::classify::{self, Backend, Effect, Kind, Wait};
 use crate::config::Config;
 use crate::lock::{Held, LockError, LockFile};
-use crate::log::{Event, Logger, Severity};
+use crate::log::{Event, EventKind, Logger};
 use crate::nesting;
 use crate::resolve::{self, SelfIdentity};
 use crate::restore::Prepared;
@@ -77,8 +77,8 @@ impl Call {
         self.name.to_string_lossy().into_owned()
     }
 
-    fn event(&self, severity: Severity, name: &str) -> Event {
-        Event::new(severity, name)
+    fn event(&self, kind: EventKind) -> Event {
+        Event::new(kind)
             .field("prog", self.name.as_encoded_bytes())
             .field("args", crate::text::shell_join_bytes(&self.args))
     }
@@ -103,10 +103,10 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failur
     let mut events = Vec::new();
     let result = run_logged(call, config, &mut events);
     if let Err(failure) = &result
-        && !events.iter().any(|e| e.name == "lock-failed")
+        && !events.iter().any(|e| e.kind == EventKind::LockFailed)
     {
         let e = call
-            .event(Severity::Error, "xtlock-failed")
+            .event(EventKind::XtlockFailed)
             .field("status", failure.exit_code().to_string())
             .field("error", failure.message());
         events.push(with_caller(e));
@@ -170,7 +170,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let waited = lock_start.elapsed();
     if waited > SLOW_WAIT {
         let e = call
-            .event(Severity::Info, "slow-wait")
+            .event(EventKind::SlowWait)
             .field("wait_ms", waited.as_millis().to_string());
         events.push(with_caller(e));
     }
@@ -205,7 +205,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     }
     if config.verbose {
         let e = call
-            .event(Severity::Info, "call")
+            .event(EventKind::Call)
             .field("status", attempt.shell_status().to_string())
             .field("attempts", outcome.attempts.to_string())
             .field("wait_ms", waited.as_millis().to_string())
@@ -342,7 +342,7 @@ fn lock(
     let deadline = start + timeout;
     let lock_failed = |events: &mut Vec<Event>, message: String| {
         let e = call
-            .event(Severity::Error, "lock-failed")
+            .event(EventKind::LockFailed)
             .field("wait_ms", start.elapsed().as_millis().to_string())
             .field("error", &message);
         events.push(with_caller(e));
@@ -357,7 +357,7 @@ fn lock(
         // Root never runs unlocked: only a caller without root's rights runs as bare.
         Err(e) if e.is_permission() && !crate::procinfo::running_as_root() => {
             let e = call
-                .event(Severity::Warning, "unlocked")
+                .event(EventKind::Unlocked)
                 .field("error", e.to_string())
                 .field(
                     "reason",
@@ -481,9 +481,9 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
             crate::signals::received().is_some(),
             attempt.stderr_passed,
         );
-        let event = |severity, name: &str| {
+        let event = |kind| {
             let e = call
-                .event(severity, name)
+                .event(kind)
                 .field("attempt", format!("{attempt_no}/{max_attempts}"))
                 .field("status", attempt.shell_status().to_string())
                 .field("wait_ms", waited.as_millis().to_string())
@@ -492,12 +492,12 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
         };
         match (step, verdict) {
             (Step::Retry, Verdict::Retry(reason)) => {
-                let e = event(Severity::Warning, "retry")
+                let e = event(EventKind::Retry)
                     .field("reason", reason)
                     .field("delay_ms", delay.as_millis().to_string());
                 events.push(e);
                 if let Some(signal) = crate::signals::sleep_unless_signalled(delay) {
-                    let e = event(Severity::Error, "gave-up")
+                    let e = event(EventKind::GaveUp)
                         .field("reason", reason)
                         .field("why", "interrupted by a signal");
                     events.push(e);
@@ -512,7 +512,7 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
             }
             (Step::GiveUp(why), Verdict::Retry(reason)) => {
                 events.push(
-                    event(Severity::Error, "gave-up")
+                    event(EventKind::GaveUp)
                         .field("reason", reason)
                         .field("why", why),
                 );
@@ -526,11 +526,11 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
                 }
             }
             (_, Verdict::Unsafe(reason)) => {
-                events.push(event(Severity::Warning, "not-retried").field("reason", reason));
+                events.push(event(EventKind::NotRetried).field("reason", reason));
             }
             _ => {
-                if let Some((severity, name)) = final_severity(kind, &attempt, config.verbose) {
-                    events.push(event(severity, name));
+                if let Some(event_kind) = final_event(kind, &attempt, config.verbose) {
+                    events.push(event(event_kind));
                 }
             }
         }
@@ -544,17 +544,13 @@ fn attempts(a: &Attempts, events: &mut Vec<Event>) -> Result<Outcome, Failure> {
 
 /// How a final outcome is logged, if at all: an answer (`-C` saying "absent") is not a
 /// failure; a refusal (exit 1-3) is worth a note; a death by signal is worth a warning.
-pub fn final_severity(
-    kind: &Kind,
-    attempt: &Attempt,
-    verbose: bool,
-) -> Option<(Severity, &'static str)> {
+pub fn final_event(kind: &Kind, attempt: &Attempt, verbose: bool) -> Option<EventKind> {
     let is_check = matches!(kind, Kind::Command(c) if c.check);
     match (attempt.exit_code(), attempt.signal()) {
         (Some(0), _) => None,
-        (Some(1), _) if is_check => verbose.then_some((Severity::Info, "answer")),
-        (Some(_), _) => Some((Severity::Info, "failed")),
-        (None, Some(_)) => Some((Severity::Warning, "killed")),
+        (Some(1), _) if is_check => verbose.then_some(EventKind::Answer),
+        (Some(_), _) => Some(EventKind::Failed),
+        (None, Some(_)) => Some(EventKind::Killed),
         (None, None) => None,
     }
 }

@@ -222,7 +222,12 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
     let matches = match command().try_get_matches_from(args) {
         Ok(matches) => matches,
         Err(e) => {
-            let _ = e.print();
+            // Help and version on stdout, usage errors on stderr, as clap's print would.
+            let stream = match e.use_stderr() {
+                true => crate::output::Stream::Stderr,
+                false => crate::output::Stream::Stdout,
+            };
+            crate::output::write(stream, e.render().to_string().as_bytes());
             return Ok(Parsed::Done(if e.use_stderr() { 125 } else { 0 }));
         }
     };

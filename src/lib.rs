@@ -10,6 +10,7 @@ pub mod getopt;
 pub mod lock;
 pub mod log;
 pub mod nesting;
+pub mod output;
 pub mod personality;
 pub mod procinfo;
 pub mod resolve;
@@ -55,10 +56,14 @@ pub fn main_with_args(args: Vec<OsString>) -> Exit {
         Personality::Shim(_) => run_call(Call::shim(arg0, args[1..].to_vec()), Layer::default()),
         Personality::Own => run_own(args),
     };
+    // Only xtlock's own commands write to stdout; a write that failed there for another
+    // reason than a gone reader is a failure of the command (output::finish).
+    let result = result.and_then(|exit| output::finish().map(|()| exit).map_err(Failure::Own));
     match result {
         Ok(exit) => exit,
         Err(failure) => {
-            eprintln!("xtlock: {failure}");
+            // One line, whatever a program name or a holder's command line holds.
+            output::errln!("xtlock: {}", text::printable(failure.message()));
             Exit::Status(failure.exit_code())
         }
     }
@@ -107,7 +112,7 @@ fn run_call(call: Call, options: Layer) -> Result<Exit, Failure> {
         config.log_file.clone(),
     );
     for warning in warnings {
-        logger.log(&log::Event::new(log::Severity::Warning, "config").field("problem", warning));
+        logger.log(&log::Event::new(log::EventKind::Config).field("problem", warning));
     }
     call::run(&call, &config, &logger)
 }

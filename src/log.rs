@@ -50,22 +50,91 @@ impl Severity {
     }
 }
 
-/// One event: a name and fields, rendered as logfmt for syslog and files, and as
+/// Declares `EventKind` from one table, so that `ALL` lists every kind by construction.
+macro_rules! event_kinds {
+    ($($(#[$doc:meta])* $kind:ident => $name:literal, $severity:ident, $meaning:literal;)*) => {
+        /// Every event xtlock logs: its name in the log (`event=`, `XTLOCK_EVENT`), its
+        /// severity, and what it means (`xtlock stats` shows it).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl EventKind {
+            pub const ALL: &[EventKind] = &[$(EventKind::$kind,)*];
+
+            /// The name in the log, which `journalctl XTLOCK_EVENT=NAME` filters on.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name,)*
+                }
+            }
+
+            pub fn severity(self) -> Severity {
+                match self {
+                    $(EventKind::$kind => Severity::$severity,)*
+                }
+            }
+
+            /// One line on what it means.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+// A healthy start (docker's probes, fail2ban's chains that exist) logs nothing at notice
+// or above: answers and refusals are info (README, Log).
+event_kinds! {
+    /// Verbose only: every call, with its status, attempts and times.
+    Call => "call", Info, "every call (verbose only)";
+    /// Verbose only: `-C` said "absent" (exit 1), an answer, not a failure.
+    Answer => "answer", Info, "-C said absent (verbose only)";
+    /// The program refused for good (any other non-zero status).
+    Failed => "failed", Info, "the program's own error (exit 1-3)";
+    Retry => "retry", Warning, "a transient failure, run again";
+    /// Still transient after the last attempt, the timeout, or a signal.
+    GaveUp => "gave-up", Error, "still transient after the retries";
+    /// Looked transient, but a replay could apply twice.
+    NotRetried => "not-retried", Warning, "transient, but a replay was unsafe";
+    LockFailed => "lock-failed", Error, "xtlock's lock not had in time";
+    Killed => "killed", Warning, "the program died by a signal";
+    /// The caller may not open the lock file: the program ran as bare.
+    Unlocked => "unlocked", Warning, "caller may not open the lock: ran bare";
+    /// xtlock's own failure: 125, 126 or 127.
+    XtlockFailed => "xtlock-failed", Error, "xtlock's own failure (125-127)";
+    SlowWait => "slow-wait", Info, "waited over 1 s for the lock";
+    /// A config file or variable was ignored.
+    Config => "config", Warning, "a config file or variable was ignored";
+}
+
+impl EventKind {
+    pub fn from_name(name: &str) -> Option<EventKind> {
+        EventKind::ALL.iter().copied().find(|k| k.name() == name)
+    }
+}
+
+/// One event: its kind and fields, rendered as logfmt for syslog and files, and as
 /// `XTLOCK_<KEY>` fields for the journal.
 #[derive(Debug, Clone)]
 pub struct Event {
-    pub severity: Severity,
-    pub name: String,
+    pub kind: EventKind,
     pub fields: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl Event {
-    pub fn new(severity: Severity, name: &str) -> Event {
+    pub fn new(kind: EventKind) -> Event {
         Event {
-            severity,
-            name: name.to_string(),
+            kind,
             fields: Vec::new(),
         }
+    }
+
+    pub fn severity(&self) -> Severity {
+        self.kind.severity()
     }
 
     /// Add a field; a value longer than MAX_VALUE is cut and marked.
@@ -88,7 +157,7 @@ impl Event {
 
     /// `event=NAME key=value ...`.
     pub fn text(&self) -> String {
-        let mut line = format!("event={}", self.name);
+        let mut line = format!("event={}", self.kind.name());
         for (key, value) in &self.fields {
             line.push(' ');
             line.push_str(key);
@@ -115,10 +184,13 @@ impl Event {
             out.push(b'\n');
         };
         put("MESSAGE", self.text().as_bytes());
-        put("PRIORITY", self.severity.priority().to_string().as_bytes());
+        put(
+            "PRIORITY",
+            self.severity().priority().to_string().as_bytes(),
+        );
         put("SYSLOG_IDENTIFIER", crate::personality::OWN_NAME.as_bytes());
         put("SYSLOG_FACILITY", b"3");
-        put("XTLOCK_EVENT", self.name.as_bytes());
+        put("XTLOCK_EVENT", self.kind.name().as_bytes());
         for (key, value) in &self.fields {
             put(&format!("XTLOCK_{}", key.to_ascii_uppercase()), value);
         }
@@ -176,7 +248,7 @@ fn send(socket: &Path, datagram: &[u8]) -> bool {
 /// RFC 3164 as glibc's syslog(3) writes it to /dev/log: `<PRI>Mmm dd hh:mm:ss
 /// xtlock[PID]: MESSAGE`, facility daemon.
 fn syslog_datagram(event: &Event) -> Vec<u8> {
-    let pri = 3 * 8 + event.severity.priority();
+    let pri = 3 * 8 + event.severity().priority();
     let mut datagram = format!(
         "<{pri}>{} {}[{}]: {}",
         local_timestamp(),
@@ -215,7 +287,7 @@ fn append_line(path: &Path, event: &Event) {
     let line = format!(
         "{now} xtlock[{}]: {}: {}\n",
         std::process::id(),
-        event.severity.name(),
+        event.severity().name(),
         event.text()
     );
     let file = std::fs::OpenOptions::new()
@@ -235,8 +307,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_has_one_name_that_round_trips() {
+        let mut names = std::collections::HashSet::new();
+        for &kind in EventKind::ALL {
+            assert!(names.insert(kind.name()), "{kind:?}: name used twice");
+            assert_eq!(EventKind::from_name(kind.name()), Some(kind));
+            assert!(!kind.meaning().is_empty(), "{kind:?}");
+        }
+        assert_eq!(EventKind::from_name("no-such-event"), None);
+        // What callers and README rely on (a healthy start logs nothing at notice).
+        use EventKind::*;
+        let severities = [
+            (Answer, Severity::Info),
+            (Failed, Severity::Info),
+            (Retry, Severity::Warning),
+            (GaveUp, Severity::Error),
+            (LockFailed, Severity::Error),
+            (XtlockFailed, Severity::Error),
+        ];
+        for (kind, severity) in severities {
+            assert_eq!(kind.severity(), severity, "{kind:?}");
+        }
+    }
+
+    #[test]
     fn long_values_are_cut() {
-        let event = Event::new(Severity::Info, "x").field("stderr", vec![b'a'; MAX_VALUE * 3]);
+        let event = Event::new(EventKind::Failed).field("stderr", vec![b'a'; MAX_VALUE * 3]);
         let value = event.get("stderr").unwrap();
         assert_eq!(value.len(), MAX_VALUE + b"...(truncated)".len());
         assert!(value.ends_with(b"...(truncated)"));
@@ -244,7 +340,7 @@ mod tests {
 
     #[test]
     fn journal_fields() {
-        let event = Event::new(Severity::Warning, "retry")
+        let event = Event::new(EventKind::Retry)
             .field("prog", "iptables")
             .field("stderr", "line one\nline two\n");
         let datagram = event.journal_datagram();
@@ -268,7 +364,7 @@ mod tests {
         let socket_path = dir.path().join("log.sock");
         let socket = UnixDatagram::bind(&socket_path).unwrap();
         let logger = Logger::new(None, Some(socket_path), None);
-        logger.log(&Event::new(Severity::Warning, "test").field("k", "v w"));
+        logger.log(&Event::new(EventKind::Retry).field("k", "v w"));
         let mut buf = [0u8; 4096];
         socket
             .set_read_timeout(Some(std::time::Duration::from_secs(5)))
@@ -278,7 +374,7 @@ mod tests {
         assert!(got.starts_with("<28>"), "{got}");
         assert!(
             got.contains(&format!(
-                "xtlock[{}]: event=test k=\"v w\"",
+                "xtlock[{}]: event=retry k=\"v w\"",
                 std::process::id()
             )),
             "{got}"
@@ -291,7 +387,7 @@ mod tests {
         let socket_path = dir.path().join("log.sock");
         let _never_read = UnixDatagram::bind(&socket_path).unwrap();
         let logger = Logger::new(None, Some(socket_path), None);
-        let big = Event::new(Severity::Error, "x").field("stderr", vec![b'e'; MAX_VALUE]);
+        let big = Event::new(EventKind::GaveUp).field("stderr", vec![b'e'; MAX_VALUE]);
         // Far more than the socket queue holds; each send must give up, not wait.
         for _ in 0..2000 {
             logger.log(&big);
@@ -315,7 +411,7 @@ mod tests {
                 Some("/nonexistent/log.sock".into()),
                 Some(file),
             );
-            logger.log(&Event::new(Severity::Error, "test"));
+            logger.log(&Event::new(EventKind::LockFailed));
         }
     }
 }

@@ -44,6 +44,17 @@ pub fn escape(value: &[u8]) -> String {
     out
 }
 
+/// Text from outside (a command line, a path, a program's output) for a terminal or a
+/// table: unchanged unless it holds a control character (a newline would break the
+/// line, an ESC could rewrite the screen); then escaped as `escape` does, backslashes
+/// and quotes too, so that it reads back unambiguously.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.chars().any(char::is_control) {
+        true => std::borrow::Cow::Owned(escape(text.as_bytes())),
+        false => std::borrow::Cow::Borrowed(text),
+    }
+}
+
 /// A command line as a shell would need it typed, for logs and messages.
 pub fn shell_join(args: &[OsString]) -> String {
     let bytes = shell_join_bytes(args);
@@ -125,6 +136,22 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(quote_value(raw), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn printable_table() {
+        let cases = [
+            ("sh -c 'iptables -L'", "sh -c 'iptables -L'"),
+            ("\"it's\" a\\b", "\"it's\" a\\b"),
+            ("caf\u{e9}", "caf\u{e9}"),
+            ("sh -c 'a\nb'", "sh -c 'a\\nb'"),
+            ("\x1b[2Jclear", "\\x1b[2Jclear"),
+            ("tab\there \"q\"", "tab\\there \\\"q\\\""),
+            ("c1 \u{9b}31m", "c1 \\xc2\\x9b31m"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(printable(raw), want, "{raw:?}");
         }
     }
 

@@ -11,6 +11,7 @@
 //! the link it was reached through (`resolve::diverted_real`), never from PATH.
 
 use super::is_xtlock_link;
+use crate::output::{errln, outln};
 use crate::resolve::{Candidate, DIVERT_SUFFIX, SelfIdentity};
 use crate::status::Failure;
 use std::path::{Path, PathBuf};
@@ -100,11 +101,11 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             continue; // not on this host
         }
         if is_xtlock_link(&path, &me) && std::fs::symlink_metadata(&real).is_ok() {
-            println!("already diverted {}", path.display());
+            outln!("already diverted {}", path.display());
             continue;
         }
         if std::fs::symlink_metadata(&real).is_ok() {
-            eprintln!(
+            errln!(
                 "xtlock: skipped {}: {} exists already",
                 path.display(),
                 real.display()
@@ -113,7 +114,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             continue;
         }
         if options.dry_run {
-            println!(
+            outln!(
                 "would divert {} to {} and link it to {}",
                 path.display(),
                 real.display(),
@@ -123,13 +124,13 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
         }
         let divert = format!("{logical}{DIVERT_SUFFIX}");
         if let Err(e) = dpkg_divert(&options.root, &["--divert", &divert, "--add", &logical]) {
-            eprintln!("xtlock: {e}");
+            errln!("xtlock: {e}");
             problems += 1;
             continue;
         }
         if let Err(e) = std::os::unix::fs::symlink(&own, &path) {
             // Put the real program back rather than leave the path empty.
-            eprintln!(
+            errln!(
                 "xtlock: cannot link {}: {}; undoing",
                 path.display(),
                 crate::lock::errno_text(&e)
@@ -138,7 +139,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             problems += 1;
             continue;
         }
-        println!(
+        outln!(
             "diverted {} (the real one is now {})",
             path.display(),
             real.display()
@@ -157,7 +158,7 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
         }
         let ours = is_xtlock_link(&path, &me);
         if options.dry_run {
-            println!("would restore {}", path.display());
+            outln!("would restore {}", path.display());
             continue;
         }
         if ours && std::fs::remove_file(&path).is_err() {
@@ -165,9 +166,9 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
             continue;
         }
         match dpkg_divert(&options.root, &["--remove", &logical]) {
-            Ok(()) => println!("restored {}", path.display()),
+            Ok(()) => outln!("restored {}", path.display()),
             Err(e) => {
-                eprintln!("xtlock: {e}");
+                errln!("xtlock: {e}");
                 problems += 1;
             }
         }

@@ -4,8 +4,10 @@
 
 use super::{SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
 use crate::config::{Layer, Sources};
+use crate::output::outln;
 use crate::resolve::find_in_path;
 use crate::status::Failure;
+use crate::text::printable;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
@@ -21,15 +23,21 @@ struct Report {
 }
 
 impl Report {
+    // Findings quote what other processes say (a lock holder's command line, a
+    // program's --version): one line each, whatever they hold.
     fn ok(&self, text: impl AsRef<str>) {
-        println!("ok: {}", text.as_ref());
+        outln!("ok: {}", printable(text.as_ref()));
     }
     fn note(&self, text: impl AsRef<str>) {
-        println!("note: {}", text.as_ref());
+        outln!("note: {}", printable(text.as_ref()));
     }
     fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
         self.problems += 1;
-        println!("problem: {}; fix: {}", text.as_ref(), fix.as_ref());
+        outln!(
+            "problem: {}; fix: {}",
+            printable(text.as_ref()),
+            printable(fix.as_ref())
+        );
     }
 }
 

@@ -3,9 +3,9 @@
 //! Idempotent; never overwrites or removes anything that is not its own.
 
 use super::{FAIL2BAN_MARKER, SYSTEMD_PATH, TOOLS, first_in_path, is_xtlock_link};
+use crate::output::{errln, outln};
 use crate::resolve::SelfIdentity;
 use crate::status::Failure;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub struct Options {
@@ -29,24 +29,17 @@ pub fn fail2ban_local(xtlock: &Path) -> String {
 pub fn install(options: &Options) -> Result<u8, Failure> {
     let own = super::own_binary().map_err(Failure::Own)?;
     let me = super::me()?;
-    let mut out = std::io::stdout().lock();
     let mut problems = match &options.dir {
-        Some(dir) => install_shims(dir, &own, &me, options.dry_run, &mut out)?,
+        Some(dir) => install_shims(dir, &own, &me, options.dry_run)?,
         None => 0,
     };
     if let Some(fail2ban_dir) = &options.fail2ban_dir {
-        problems += install_fail2ban(fail2ban_dir, &own, options.dry_run, &mut out);
+        problems += install_fail2ban(fail2ban_dir, &own, options.dry_run);
     }
     Ok(if problems == 0 { 0 } else { 1 })
 }
 
-fn install_shims(
-    dir: &Path,
-    own: &Path,
-    me: &SelfIdentity,
-    dry_run: bool,
-    out: &mut impl Write,
-) -> Result<u32, Failure> {
+fn install_shims(dir: &Path, own: &Path, me: &SelfIdentity, dry_run: bool) -> Result<u32, Failure> {
     let path_var = std::env::var("PATH").unwrap_or_default();
     let mut problems = 0;
     if !dir.is_dir() && !dry_run {
@@ -63,12 +56,11 @@ fn install_shims(
         // A tool "exists on the host" if a real one is in PATH (the shim dir aside).
         let real = real_tool(tool, &path_var, dir, me);
         if is_xtlock_link(&link, me) {
-            let _ = writeln!(out, "already linked {}", link.display());
+            outln!("already linked {}", link.display());
             continue;
         }
         if std::fs::symlink_metadata(&link).is_ok() {
-            let _ = writeln!(
-                out,
+            outln!(
                 "skipped {}: exists and is not an xtlock link",
                 link.display()
             );
@@ -77,8 +69,7 @@ fn install_shims(
         }
         let Some(real) = real else { continue };
         if dry_run {
-            let _ = writeln!(
-                out,
+            outln!(
                 "would link {} -> {} (for {})",
                 link.display(),
                 own.display(),
@@ -88,8 +79,7 @@ fn install_shims(
         }
         match std::os::unix::fs::symlink(own, &link) {
             Ok(()) => {
-                let _ = writeln!(
-                    out,
+                outln!(
                     "linked {} -> {} (for {})",
                     link.display(),
                     own.display(),
@@ -97,7 +87,7 @@ fn install_shims(
                 );
             }
             Err(e) => {
-                eprintln!(
+                errln!(
                     "xtlock: cannot link {}: {}",
                     link.display(),
                     crate::lock::errno_text(&e)
@@ -111,7 +101,7 @@ fn install_shims(
         ("systemd's PATH for services", SYSTEMD_PATH),
     ] {
         if let Some(warning) = order_warning(dir, path_var) {
-            eprintln!("xtlock: warning: {warning} ({label})");
+            errln!("xtlock: warning: {warning} ({label})");
         }
     }
     Ok(problems)
@@ -159,23 +149,23 @@ pub fn order_warning(dir: &Path, path_var: &str) -> Option<String> {
     })
 }
 
-fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool, out: &mut impl Write) -> u32 {
+fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool) -> u32 {
     let local = dir.join("iptables.local");
     let content = fail2ban_local(own);
     match std::fs::read_to_string(&local) {
         Ok(existing) if existing == content => {
-            let _ = writeln!(out, "already written {}", local.display());
+            outln!("already written {}", local.display());
             return 0;
         }
         Ok(existing) if !existing.starts_with(FAIL2BAN_MARKER) => {
-            eprintln!(
+            errln!(
                 "xtlock: not overwriting {}: it is not ours; add the [Init] lines from `xtlock install --fail2ban --dry-run` by hand",
                 local.display()
             );
             return 1;
         }
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            eprintln!(
+            errln!(
                 "xtlock: cannot read {}: {}",
                 local.display(),
                 crate::lock::errno_text(&e)
@@ -185,20 +175,16 @@ fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool, out: &mut impl Write)
         _ => {}
     }
     if dry_run {
-        let _ = writeln!(out, "would write {}:\n{content}", local.display());
+        outln!("would write {}:\n{content}", local.display());
         return 0;
     }
     match std::fs::write(&local, &content) {
         Ok(()) => {
-            let _ = writeln!(
-                out,
-                "wrote {} (restart fail2ban to use it)",
-                local.display()
-            );
+            outln!("wrote {} (restart fail2ban to use it)", local.display());
             0
         }
         Err(e) => {
-            eprintln!(
+            errln!(
                 "xtlock: cannot write {}: {}",
                 local.display(),
                 crate::lock::errno_text(&e)
@@ -210,7 +196,6 @@ fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool, out: &mut impl Write)
 
 pub fn uninstall(options: &Options) -> Result<u8, Failure> {
     let me = super::me()?;
-    let mut out = std::io::stdout().lock();
     let mut problems = 0;
     let shim_dir = options.dir.as_deref();
     for link in TOOLS.iter().filter_map(|tool| Some(shim_dir?.join(tool))) {
@@ -218,16 +203,16 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
             continue;
         }
         if options.dry_run {
-            let _ = writeln!(out, "would remove {}", link.display());
+            outln!("would remove {}", link.display());
         } else if let Err(e) = std::fs::remove_file(&link) {
-            eprintln!(
+            errln!(
                 "xtlock: cannot remove {}: {}",
                 link.display(),
                 crate::lock::errno_text(&e)
             );
             problems += 1;
         } else {
-            let _ = writeln!(out, "removed {}", link.display());
+            outln!("removed {}", link.display());
         }
     }
     if let Some(dir) = &options.fail2ban_dir {
@@ -235,15 +220,15 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
         match std::fs::read_to_string(&local) {
             Ok(text) if text.starts_with(FAIL2BAN_MARKER) => {
                 if options.dry_run {
-                    let _ = writeln!(out, "would remove {}", local.display());
+                    outln!("would remove {}", local.display());
                 } else if std::fs::remove_file(&local).is_ok() {
-                    let _ = writeln!(out, "removed {} (restart fail2ban)", local.display());
+                    outln!("removed {} (restart fail2ban)", local.display());
                 } else {
                     problems += 1;
                 }
             }
             Ok(_) => {
-                let _ = writeln!(out, "left {}: not ours", local.display());
+                outln!("left {}: not ours", local.display());
             }
             Err(_) => {}
         }

@@ -1,11 +1,16 @@
 //! `xtlock stats`: what the log says about recent calls: events by kind (answers and
 //! refusals apart from retries, give-ups and lock timeouts), what retries rescued, how
 //! long calls waited for the lock, and who waited longest. Reads the log file when one
-//! is set, else the journal's structured entries (`journalctl -t xtlock -o json`).
+//! is set, else the journal's structured entries (`journalctl -t xtlock -o json`) that
+//! journald attributes to xtlock (`from_xtlock`). Everything it prints that came from
+//! outside (callers' command lines, paths) is escaped onto one line (`text::printable`).
 
+use crate::log::EventKind;
+use crate::output::{Stream, outln};
 use crate::status::Failure;
+use crate::text::printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -22,6 +27,45 @@ pub struct LogLine {
     pub pid: u32,
     pub time: Option<SystemTime>,
     pub fields: Vec<(String, String)>,
+    /// Who sent it, as journald says (journal entries only).
+    pub sender: Option<Sender>,
+}
+
+/// What journald itself recorded about the sender of an entry: `_UID` from the socket's
+/// credentials (SCM_CREDENTIALS, checked by the kernel), `_EXE` from /proc/PID/exe.
+/// The sender's own fields (SYSLOG_IDENTIFIER, XTLOCK_*) are whatever it wrote.
+#[derive(Debug, Default, PartialEq)]
+pub struct Sender {
+    pub uid: Option<u32>,
+    pub exe: Option<String>,
+}
+
+/// Is this entry xtlock's own? Any program may write `SYSLOG_IDENTIFIER=xtlock` and
+/// `XTLOCK_EVENT=...` to the journal's socket; only journald's trusted fields tell who
+/// did. (`own` is this binary's canonical path.)
+/// - `_COMM` cannot tell: it is the name the binary was exec'd by (the shim's,
+///   `iptables`, or a diverted `iptables-legacy`), cut to 15 bytes, and a forger names
+///   its program as it likes.
+/// - `_EXE` is the binary the kernel runs, links resolved: xtlock's, whatever the name.
+///   It counts when it is this very binary, or, for root, any binary named xtlock (the
+///   shims may point at another install than the one running stats); a user may name
+///   any program xtlock. A running binary replaced by an upgrade reads `... (deleted)`.
+/// - But journald reads /proc only when it gets to the datagram, and xtlock logs just
+///   before it exits: most of its entries have no `_EXE` at all (systemd 252's
+///   journald, 25 calls in a row: 3 had `_EXE`, 13 `_COMM`). An entry without `_EXE`
+///   counts only from root (`_UID` 0): root could write the journal's files anyway; a
+///   user's forgery is refused.
+pub fn from_xtlock(sender: &Sender, own: Option<&Path>) -> bool {
+    let root = sender.uid == Some(0);
+    let Some(exe) = &sender.exe else {
+        return root;
+    };
+    let exe = Path::new(exe.strip_suffix(" (deleted)").unwrap_or(exe));
+    own == Some(exe)
+        || (root
+            && exe
+                .file_name()
+                .is_some_and(|n| n == crate::personality::OWN_NAME))
 }
 
 impl LogLine {
@@ -55,6 +99,7 @@ pub fn parse_line(line: &str) -> Option<LogLine> {
         pid: pid.parse().ok()?,
         time,
         fields,
+        sender: None,
     })
 }
 
@@ -90,15 +135,27 @@ pub fn parse_journal_entry(line: &str) -> Option<LogLine> {
         .and_then(text)?
         .parse()
         .ok();
+    let sender = Sender {
+        uid: object
+            .get("_UID")
+            .and_then(text)
+            .and_then(|u| u.parse().ok()),
+        exe: object.get("_EXE").and_then(text),
+    };
     Some(LogLine {
         pid: object.get("_PID").and_then(text)?.parse().ok()?,
         time: micros.map(|us| SystemTime::UNIX_EPOCH + Duration::from_micros(us)),
         fields,
+        sender: Some(sender),
     })
 }
 
 pub fn stats(options: &Options) -> Result<u8, Failure> {
-    let (source, lines) = read_log(options)?;
+    let Log {
+        source,
+        lines,
+        ignored,
+    } = read_log(options)?;
     let cutoff = options.since.map(|d| SystemTime::now() - d);
     let lines: Vec<LogLine> = lines
         .into_iter()
@@ -107,15 +164,25 @@ pub fn stats(options: &Options) -> Result<u8, Failure> {
             _ => true,
         })
         .collect();
-    let summary = summarize(&lines);
+    let summary = Summary {
+        ignored,
+        ..summarize(&lines)
+    };
     match options.json {
-        true => println!("{}", summary.to_json(&source)),
-        false => print!("{}", summary.to_table(&source)),
+        true => outln!("{}", summary.to_json(&source)),
+        false => crate::output::write(Stream::Stdout, summary.to_table(&source).as_bytes()),
     }
     Ok(0)
 }
 
-fn read_log(options: &Options) -> Result<(String, Vec<LogLine>), Failure> {
+struct Log {
+    source: String,
+    lines: Vec<LogLine>,
+    /// Journal entries that claim to be xtlock's but are another program's.
+    ignored: usize,
+}
+
+fn read_log(options: &Options) -> Result<Log, Failure> {
     if let Some(file) = &options.log_file {
         let text = std::fs::read_to_string(file).map_err(|e| {
             Failure::Own(format!(
@@ -125,8 +192,16 @@ fn read_log(options: &Options) -> Result<(String, Vec<LogLine>), Failure> {
             ))
         })?;
         let lines = text.lines().filter_map(parse_line).collect();
-        return Ok((file.display().to_string(), lines));
+        return Ok(Log {
+            source: file.display().to_string(),
+            lines,
+            ignored: 0,
+        });
     }
+    if let Some(failure) = unreadable_journal() {
+        return Err(failure);
+    }
+    let own = super::own_binary().ok();
     let mut journal = Command::new("journalctl");
     journal.args(["-t", "xtlock", "-o", "json", "--no-pager", "-q"]);
     if let Some(since) = options.since {
@@ -135,14 +210,62 @@ fn read_log(options: &Options) -> Result<(String, Vec<LogLine>), Failure> {
     match journal.output() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
-            let lines = text.lines().filter_map(parse_journal_entry).collect();
-            Ok(("journald".into(), lines))
+            let (lines, others): (Vec<LogLine>, Vec<LogLine>) =
+                text.lines().filter_map(parse_journal_entry).partition(|l| {
+                    l.sender
+                        .as_ref()
+                        .is_some_and(|s| from_xtlock(s, own.as_deref()))
+                });
+            Ok(Log {
+                source: "journald".into(),
+                lines,
+                ignored: others.len(),
+            })
         }
         _ => Err(Failure::Own(
             "no log to read: no log_file is set and journalctl gave nothing; use --log-file PATH"
                 .into(),
         )),
     }
+}
+
+/// The system journal's files, where journald keeps them (persistent, then volatile).
+const JOURNAL_DIRS: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
+
+/// A user who may not read the system journal gets no error from journalctl, only no
+/// entries (and with -q not even its hint), which would read as "0 events". So look
+/// first: are there system journal files, and may we open one? (journald makes them
+/// readable to root and, by ACL or group, to systemd-journal, adm and wheel: the
+/// file is the judge, not a list of groups.)
+fn unreadable_journal() -> Option<Failure> {
+    let mut seen = false;
+    for dir in JOURNAL_DIRS {
+        let Ok(machines) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for machine in machines.flatten() {
+            let Ok(files) = std::fs::read_dir(machine.path()) else {
+                seen = true; // a journal directory we may not list
+                continue;
+            };
+            for file in files.flatten() {
+                let name = file.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with("system") && name.ends_with(".journal") {
+                    if std::fs::File::open(file.path()).is_ok() {
+                        return None;
+                    }
+                    seen = true;
+                }
+            }
+        }
+    }
+    seen.then(|| {
+        Failure::Own(
+            "cannot read the system journal: permission denied; run as root or as a member of group systemd-journal or adm, or use --log-file PATH"
+                .into(),
+        )
+    })
 }
 
 /// What the log says, counted.
@@ -159,49 +282,34 @@ pub struct Summary {
     pub wait_p99: Option<u64>,
     pub wait_max: Option<u64>,
     pub waits: usize,
+    /// Journal entries under xtlock's name written by another program: not counted.
+    pub ignored: usize,
     /// (caller, longest ms, events), longest first, at most 5.
     pub slowest: Vec<(String, u64, usize)>,
 }
 
 impl Summary {
-    fn count(&self, kind: &str) -> usize {
-        self.by_kind.get(kind).copied().unwrap_or(0)
+    fn count(&self, kind: EventKind) -> usize {
+        self.by_kind.get(kind.name()).copied().unwrap_or(0)
     }
 
     pub fn to_table(&self, source: &str) -> String {
-        let mut out = format!("source: {source}, {} events\n\n", self.events);
-        let rows = [
-            ("calls", "call", "every call (verbose only)"),
-            ("answers", "answer", "-C said absent (verbose only)"),
-            ("refusals", "failed", "the program's own error (exit 1-3)"),
-            ("retries", "retry", "a transient failure, run again"),
-            ("gave up", "gave-up", "still transient after the retries"),
-            (
-                "not retried",
-                "not-retried",
-                "transient, but a replay was unsafe",
-            ),
-            (
-                "lock timeouts",
-                "lock-failed",
-                "xtlock's lock not had in time",
-            ),
-            ("killed", "killed", "the program died by a signal"),
-            (
-                "unlocked",
-                "unlocked",
-                "caller may not open the lock: ran bare",
-            ),
-            (
-                "xtlock errors",
-                "xtlock-failed",
-                "xtlock's own failure (125-127)",
-            ),
-            ("slow waits", "slow-wait", "waited over 1 s for the lock"),
-        ];
+        let mut out = format!("source: {}, {} events", printable(source), self.events);
+        if self.ignored > 0 {
+            out += &format!(
+                " ({} entries of other programs under xtlock's name ignored)",
+                self.ignored
+            );
+        }
+        out += "\n\n";
         out += &format!("{:<14} {:>7}  {}\n", "events", "count", "meaning");
-        for (label, kind, meaning) in rows {
-            out += &format!("{label:<14} {:>7}  {meaning}\n", self.count(kind));
+        for &kind in EventKind::ALL {
+            out += &format!(
+                "{:<14} {:>7}  {}\n",
+                label(kind),
+                self.count(kind),
+                kind.meaning()
+            );
         }
         out += &format!(
             "\nrescued: {} of {} retried calls succeeded\n",
@@ -219,7 +327,7 @@ impl Summary {
         if !self.slowest.is_empty() {
             out += "\nslowest callers      ms  events  caller\n";
             for (caller, ms, n) in &self.slowest {
-                out += &format!("{:>21} {n:>7}  {caller}\n", ms);
+                out += &format!("{:>21} {n:>7}  {}\n", ms, printable(caller));
             }
         }
         out
@@ -234,6 +342,7 @@ impl Summary {
         serde_json::json!({
             "source": source,
             "events": self.events,
+            "ignored_entries": self.ignored,
             "by_kind": self.by_kind,
             "retried_calls": self.retried_calls,
             "rescued_calls": self.rescued_calls,
@@ -241,6 +350,24 @@ impl Summary {
             "slowest_callers": slowest,
         })
         .to_string()
+    }
+}
+
+/// The row name of each kind in the table (a match, so that a new kind needs one).
+pub fn label(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::Call => "calls",
+        EventKind::Answer => "answers",
+        EventKind::Failed => "refusals",
+        EventKind::Retry => "retries",
+        EventKind::GaveUp => "gave up",
+        EventKind::NotRetried => "not retried",
+        EventKind::LockFailed => "lock timeouts",
+        EventKind::Killed => "killed",
+        EventKind::Unlocked => "unlocked",
+        EventKind::XtlockFailed => "xtlock errors",
+        EventKind::SlowWait => "slow waits",
+        EventKind::Config => "config ignored",
     }
 }
 
@@ -255,18 +382,23 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
             *summary.by_kind.entry(kind.to_string()).or_default() += 1;
         }
     }
-    let pids_of = |kind: &str| -> HashSet<u32> {
+    let pids_of = |kind: EventKind| -> HashSet<u32> {
         lines
             .iter()
-            .filter(|l| l.get("event") == Some(kind))
+            .filter(|l| l.get("event") == Some(kind.name()))
             .map(|l| l.pid)
             .collect()
     };
-    let retried = pids_of("retry");
-    let unrescued: HashSet<u32> = ["gave-up", "failed", "not-retried", "killed"]
-        .iter()
-        .flat_map(|kind| pids_of(kind))
-        .collect();
+    let retried = pids_of(EventKind::Retry);
+    let unrescued: HashSet<u32> = [
+        EventKind::GaveUp,
+        EventKind::Failed,
+        EventKind::NotRetried,
+        EventKind::Killed,
+    ]
+    .into_iter()
+    .flat_map(pids_of)
+    .collect();
     summary.retried_calls = retried.len();
     summary.rescued_calls = retried.difference(&unrescued).count();
     let mut wait_by_call: HashMap<u32, u64> = HashMap::new();
@@ -337,6 +469,11 @@ mod tests {
         assert_eq!(line.get("stderr"), Some("ip\n"));
         assert_eq!(line.get("wait_ms"), Some("3"));
         assert!(line.time.is_some());
+        assert_eq!(line.sender, Some(Sender::default()));
+        let sent = r#"{"__REALTIME_TIMESTAMP":"1","_PID":"7","_UID":"0","_EXE":"/usr/bin/xtlock","XTLOCK_EVENT":"retry"}"#;
+        let sender = parse_journal_entry(sent).unwrap().sender.unwrap();
+        assert_eq!(sender.uid, Some(0));
+        assert_eq!(sender.exe.as_deref(), Some("/usr/bin/xtlock"));
         assert_eq!(parse_journal_entry(r#"{"MESSAGE":"other"}"#), None);
         assert_eq!(parse_journal_entry("not json"), None);
     }
@@ -370,5 +507,82 @@ t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
         assert_eq!(json["by_kind"]["retry"], 2);
         assert_eq!(json["rescued_calls"], 1);
         assert_eq!(json["lock_wait_ms"]["max"], 30000);
+    }
+
+    #[test]
+    fn only_entries_journald_attributes_to_xtlock_count() {
+        let own = Some(Path::new("/usr/bin/xtlock"));
+        let sender = |uid: Option<u32>, exe: Option<&str>| Sender {
+            uid,
+            exe: exe.map(String::from),
+        };
+        let cases = [
+            // xtlock exited before journald read /proc: root's word only.
+            (sender(Some(0), None), true),
+            (sender(Some(65534), None), false),
+            (sender(None, None), false),
+            // This binary, whoever ran it.
+            (sender(Some(0), Some("/usr/bin/xtlock")), true),
+            (sender(Some(1000), Some("/usr/bin/xtlock")), true),
+            (sender(Some(0), Some("/usr/bin/xtlock (deleted)")), true),
+            // Another xtlock install: root's only (a user may name anything xtlock).
+            (sender(Some(0), Some("/usr/local/bin/xtlock")), true),
+            (sender(Some(1000), Some("/home/u/xtlock")), false),
+            // Another program writing xtlock's fields.
+            (sender(Some(0), Some("/usr/bin/logger")), false),
+            (sender(Some(0), Some("/usr/bin/python3.11")), false),
+            (sender(Some(0), Some("/usr/bin/xtlock-evil")), false),
+            (sender(Some(1000), Some("/usr/bin/systemd-cat")), false),
+        ];
+        for (sender, want) in cases {
+            assert_eq!(from_xtlock(&sender, own), want, "{sender:?}");
+        }
+        assert!(!from_xtlock(
+            &sender(Some(1000), Some("/usr/bin/xtlock")),
+            None
+        ));
+    }
+
+    #[test]
+    fn callers_and_sources_stay_on_their_line() {
+        let summary = Summary {
+            events: 1,
+            slowest: vec![("sh -c 'a\nb' \x1b[2J".into(), 5, 1)],
+            ..Summary::default()
+        };
+        let table = summary.to_table("/tmp/log\nfile");
+        assert!(!table.contains('\x1b'), "{table}");
+        assert!(
+            table.contains("source: /tmp/log\\nfile, 1 events\n"),
+            "{table}"
+        );
+        assert!(table.contains("  1  sh -c 'a\\nb' \\x1b[2J\n"), "{table}");
+    }
+
+    #[test]
+    fn stats_know_every_kind() {
+        // One event of each kind, as the logger writes it: each is counted in its row.
+        let text: String = EventKind::ALL
+            .iter()
+            .enumerate()
+            .map(|(pid, kind)| {
+                let event = crate::log::Event::new(*kind);
+                format!(
+                    "t xtlock[{pid}]: {}: {}\n",
+                    kind.severity().name(),
+                    event.text()
+                )
+            })
+            .collect();
+        let lines: Vec<LogLine> = text.lines().filter_map(parse_line).collect();
+        let summary = summarize(&lines);
+        let table = summary.to_table("test");
+        for &kind in EventKind::ALL {
+            assert_eq!(summary.by_kind.get(kind.name()), Some(&1), "{kind:?}");
+            let row = format!("{:<14} {:>7}  {}", label(kind), 1, kind.meaning());
+            assert!(table.contains(&row), "{kind:?}: {table}");
+        }
+        let labels: HashSet<&str> = EventKind::ALL.iter().map(|&k| label(k)).collect();
+        assert_eq!(labels.len(), EventKind::ALL.len(), "two kinds share a row");
     }
 }

@@ -374,3 +374,22 @@ fn doctor_never_runs_a_restore_program() {
         "{report}"
     );
 }
+
+#[test]
+fn doctor_escapes_a_lock_holders_command_line() {
+    use std::os::unix::process::CommandExt;
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut holder = crate::lock::hold_lock_with_a_hostile_command_line(&sb);
+    let out = run(sb
+        .xtlock()
+        .arg0("xtlock")
+        .args(["doctor", "--fail2ban-dir"])
+        .arg(sb.path("action.d")));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let held: Vec<&str> = report.lines().filter(|l| l.contains("held")).collect();
+    assert_eq!(held.len(), 1, "{report}");
+    assert!(held[0].contains("evil\\n\\x1b[2Jholder"), "{report}");
+    assert!(!report.contains('\x1b'), "{report}");
+}

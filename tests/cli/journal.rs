@@ -1,6 +1,7 @@
 //! Issue 11: xtlock's entries in a real systemd-journald (tests/journal/journal.sh runs
 //! one in a private PID and mount namespace): fields and priorities, `xtlock stats`
-//! over the journal, and a healthy docker-like start that logs nothing at notice.
+//! over the journal (only xtlock's own entries, escaped, and a clear refusal for a user
+//! who may not read it), and a healthy docker-like start that logs nothing at notice.
 
 use crate::common::*;
 use std::ffi::OsStr;
@@ -38,4 +39,19 @@ fn stats_count_the_journals_events() {
 #[test]
 fn a_healthy_docker_like_start_logs_nothing_at_notice() {
     case("healthy");
+}
+
+#[test]
+fn stats_count_only_entries_journald_attributes_to_xtlock() {
+    case("forged");
+}
+
+#[test]
+fn stats_escape_a_callers_newline_and_esc() {
+    case("control");
+}
+
+#[test]
+fn stats_tell_a_user_who_cannot_read_the_journal() {
+    case("nobody");
 }

@@ -196,3 +196,33 @@ fn the_lock_fd_is_not_inherited() {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(!listing.contains("xtlock.lock"), "{listing}");
 }
+
+/// flock(1) holding the sandbox's lock, with a newline and ESC in its command line.
+pub fn hold_lock_with_a_hostile_command_line(sb: &Sandbox) -> Child {
+    let ready = sb.path("state/hostile-ready");
+    let script = format!("touch {}; exec sleep 60", ready.display());
+    let child = std::process::Command::new("flock")
+        .arg(sb.lock_file())
+        .args(["sh", "-c", &script, "evil\n\x1b[2Jholder"])
+        .spawn()
+        .unwrap();
+    wait_for_file(&ready);
+    child
+}
+
+#[test]
+fn a_holders_newline_and_esc_stay_inside_the_one_line_error() {
+    let sb = Sandbox::with_fake(&["iptables"]);
+    let mut holder = hold_lock_with_a_hostile_command_line(&sb);
+    let out = run(sb
+        .shim("iptables")
+        .args(["-N", "f2b-sshd"])
+        .env("XTLOCK_TIMEOUT", "0.2"));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    let message = stderr(&out);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(!message.contains('\x1b'), "{message}");
+    assert!(message.contains("evil\\n\\x1b[2Jholder"), "{message}");
+}

@@ -37,6 +37,9 @@ exit 0
 SCRIPT
 chmod 755 "$work/real/iptables"
 ln -s "$xtlock" "$work/shim/iptables"
+# xtlock by its own name (argv[0] decides), reachable by an unprivileged user too.
+mkdir "$work/bin" && ln -s "$xtlock" "$work/bin/xtlock" && chmod 755 "$work"
+xtlock=$work/bin/xtlock
 export PATH="$work/shim:$work/real:$PATH" FAKE_STATE=$work XTLOCK_LOCK_FILE=/run/xtlock.lock
 unset XTLOCK_SYSLOG_SOCKET XTLOCK_JOURNAL_SOCKET XTLOCK_LOG_FILE
 field() { # field EVENT KEY: the value of KEY in xtlock's first EVENT entry
@@ -121,6 +124,58 @@ demo)
     journalctl -t xtlock --no-pager -q -o verbose XTLOCK_EVENT=gave-up | grep -E '^ +(PRIORITY|SYSLOG_IDENTIFIER|XTLOCK_)'
     echo '$ xtlock stats'
     "$xtlock" stats
+    ;;
+forged)
+    # Other programs write entries under xtlock's name and fields: root's python (alive
+    # until journald has read its /proc, so journald records its _EXE) and nobody's
+    # logger. stats counts only xtlock's own: one refusal.
+    iptables -N exists 2>/dev/null; [ $? -eq 1 ] || fail "failed: status"
+    python3 -c "
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.sendto(b'MESSAGE=event=gave-up\nSYSLOG_IDENTIFIER=xtlock\nPRIORITY=3\nXTLOCK_EVENT=gave-up\nXTLOCK_CALLER=forged-by-python\n', '/run/systemd/journal/socket')
+open('$work/sent', 'w').close()
+while not os.path.exists('$work/synced'): os.sched_yield() or __import__('time').sleep(0.05)
+" &
+    forger=$!
+    for _ in $(seq 100); do [ -e "$work/sent" ] && break; sleep 0.1; done
+    printf 'MESSAGE=event=lock-failed\nSYSLOG_IDENTIFIER=xtlock\nXTLOCK_EVENT=lock-failed\nXTLOCK_CALLER=forged-by-nobody\n' |
+        setpriv --reuid=nobody --regid=nogroup --clear-groups logger --journald || fail "logger as nobody"
+    sync_journal
+    touch "$work/synced"; wait $forger
+    [ "$(journalctl -t xtlock -o json --no-pager -q | wc -l)" = 3 ] || fail "expected 3 entries under xtlock's name"
+    [ "$(field gave-up _EXE)" != None ] || fail "the forger's _EXE was not recorded: the case proves nothing"
+    json=$("$xtlock" stats --json) || fail "stats failed"
+    echo "$json" | python3 -c "
+import json, sys
+s = json.load(sys.stdin)
+assert s['by_kind'] == {'failed': 1}, s
+assert s['events'] == 1 and s['ignored_entries'] == 2, s
+assert all('forged-by' not in c['caller'] for c in s['slowest_callers']), s
+" || fail "forged entries counted: $json"
+    "$xtlock" stats | grep -q "gave up              0" || fail "stats table: $("$xtlock" stats)"
+    ;;
+control)
+    # A caller whose command line holds a newline and ESC: the table stays one row per
+    # line, with no raw control character.
+    sh -c 'iptables -N exists 2>/dev/null; true' "$(printf 'evil\n\033[2Jcaller')"
+    sync_journal
+    table=$("$xtlock" stats) || fail "stats failed"
+    if printf '%s' "$table" | grep -q "$(printf '\033')"; then fail "raw ESC in: $table"; fi
+    printf '%s\n' "$table" | grep -qF 'evil\n\x1b[2Jcaller' || fail "caller not escaped: $table"
+    [ "$(printf '%s\n' "$table" | grep -c evil)" = 1 ] || fail "caller row broken: $table"
+    ;;
+nobody)
+    # A user who may not read the system journal is told so, not shown "0 events".
+    iptables -N exists 2>/dev/null
+    sync_journal
+    "$xtlock" stats | grep -q "refusals             1" || fail "root: $("$xtlock" stats)"
+    out=$(setpriv --reuid=nobody --regid=nogroup --clear-groups "$xtlock" stats 2>&1); status=$?
+    [ $status -eq 125 ] || fail "nobody: status $status: $out"
+    case $out in
+    "xtlock: cannot read the system journal: permission denied;"*) ;;
+    *) fail "nobody: $out" ;;
+    esac
     ;;
 *) fail "unknown case" ;;
 esac
