@@ -188,7 +188,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         &Attempts {
             call,
             config,
-            program: &program(&env, guard.fd_for(&kind)),
+            program: &program(&env, guard.fd_for(backend())),
             kind: &kind,
             prepared: prepared.as_ref(),
             input: &input,
@@ -287,15 +287,14 @@ enum Guard {
 }
 
 impl Guard {
-    /// The descriptor that holds our lock (or gate read lock), for the program of an
-    /// iptables-family call to keep: if xtlock is SIGKILLed, the next caller still waits
-    /// for the program. Never for scripts and unknown programs, whose background
-    /// children (a daemon) could hold it for ever.
-    fn fd_for(&self, kind: &Kind) -> Option<std::os::fd::RawFd> {
+    /// The descriptor that holds our lock (or gate read lock), for the program to keep
+    /// when it is one of iptables' multi-call binaries (`backend` known): if xtlock is
+    /// SIGKILLed, the next caller still waits for the program. Never for anything else,
+    /// a script named iptables included, whose background children (a daemon, a
+    /// `sleep &`) would hold the lock for ever.
+    fn fd_for(&self, backend: Option<Backend>) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
-        if matches!(kind, Kind::Other) {
-            return None;
-        }
+        backend?;
         match self {
             Guard::Held { held, .. } => Some(held.file().as_raw_fd()),
             Guard::Nested { lock, .. } => Some(lock.file().as_raw_fd()),

@@ -70,3 +70,33 @@ fn ipset_reads_run_while_the_lock_is_held_and_writes_wait() {
         "{stdout}"
     );
 }
+
+/// Issue 15, item 1, as reported: `ipset save S | sed | ipset restore` through the shims
+/// copies every entry, as bare (before: statuses `4 0 0` and nothing copied after the
+/// timeout, the restore holding the lock while it waited for the save's output).
+#[test]
+fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
+    if !available() {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("ipset");
+    let bare = which("ipset");
+    let script = format!(
+        "{bare} create blocklist hash:ip maxelem 65536 || exit 97\n\
+         for i in $(seq 0 2999); do echo \"add blocklist 10.9.$((i / 250)).$((i % 250))\"; done | {bare} restore || exit 98\n\
+         export XTLOCK_TIMEOUT=5\n\
+         ipset save blocklist | sed s/blocklist/copy/g | ipset restore; echo \"statuses=${{PIPESTATUS[*]}}\"\n\
+         echo entries=$({bare} list copy | grep -c '^10\\.9\\.')",
+        bare = bare.display()
+    );
+    let (status, stdout, stderr) =
+        in_namespace_of(&sb, &format!("bash -c {}", shell_quote(&script)));
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("statuses=0 0 0\n"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("entries=3000\n"), "{stdout}\n{stderr}");
+}
+
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
