@@ -2,8 +2,8 @@
 //! a PATH shim and parses nothing; see `lib.rs`.) clap's builder API, not its derive:
 //! no proc macros, so the release binary can be linked statically (see README).
 
-use crate::call::Call;
 use crate::config::Layer;
+use crate::invocation::Call;
 use crate::status::Failure;
 use clap::{Arg, ArgAction, ArgMatches, Command, value_parser};
 use std::ffi::OsString;

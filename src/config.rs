@@ -172,11 +172,11 @@ pub fn read_file_layer(
     let file = match file {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => return Ok(None),
-        Err(e) => return Err(format!("{shown}: {}", crate::lock::errno_text(&e))),
+        Err(e) => return Err(format!("{shown}: {}", crate::text::errno_text(&e))),
     };
     let meta = file
         .metadata()
-        .map_err(|e| format!("{shown}: {}", crate::lock::errno_text(&e)))?;
+        .map_err(|e| format!("{shown}: {}", crate::text::errno_text(&e)))?;
     if !meta.is_file() {
         return Err(format!("{shown}: not a regular file"));
     }
@@ -198,7 +198,7 @@ pub fn read_file_layer(
     let mut bytes = Vec::new();
     file.take(MAX_CONFIG_BYTES + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{shown}: {}", crate::lock::errno_text(&e)))?;
+        .map_err(|e| format!("{shown}: {}", crate::text::errno_text(&e)))?;
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
         return Err(format!("{shown}: larger than {MAX_CONFIG_BYTES} bytes"));
     }

@@ -1,29 +1,56 @@
 //! xtlock: run a firewall program under one system-wide lock, retrying only failures
 //! that committed nothing, and passing its output and exit status through unchanged.
 
-pub mod admin;
+// Three layers; arrows only go down: the call's flow (`call`, `attempts`, `guard`'s
+// user) and the admin commands use decisions and mechanisms, which use reporting.
+
+/// Decisions: pure functions of names, argv and text, each with table tests.
+pub mod decide {
+    pub mod classify;
+    pub mod getopt;
+    pub mod personality;
+    pub mod restore;
+    pub mod retry;
+    pub mod scan;
+}
+
+/// Mechanisms: what touches the OS (processes, locks, signals, /proc, the caller's stdin).
+pub mod os {
+    pub mod guard;
+    pub mod input;
+    pub mod lock;
+    pub mod nesting;
+    pub mod procinfo;
+    pub mod resolve;
+    pub mod run;
+    pub mod signals;
+    pub mod wait;
+}
+
+/// Reporting: exit statuses, text, the log and xtlock's own output.
+pub mod report {
+    pub mod log;
+    pub mod output;
+    pub mod status;
+    pub mod text;
+}
+
+/// The flow of one call, and what it is made of.
+pub mod attempts;
 pub mod call;
-pub mod classify;
+pub mod invocation;
+
+/// Input: options and the config file; admin commands.
+pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod getopt;
-pub mod lock;
-pub mod log;
-pub mod nesting;
-pub mod output;
-pub mod personality;
-pub mod procinfo;
-pub mod resolve;
-pub mod restore;
-pub mod retry;
-pub mod run;
-pub mod signals;
-pub mod status;
-pub mod text;
-pub mod wait;
 
-use call::Call;
+pub use decide::{classify, getopt, personality, restore, retry, scan};
+pub use os::{guard, input, lock, nesting, procinfo, resolve, run, signals, wait};
+pub use report::{log, output, status, text};
+
 use config::Layer;
+use invocation::Call;
 use personality::Personality;
 use status::{Exit, Failure};
 use std::ffi::OsString;

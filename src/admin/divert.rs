@@ -79,7 +79,7 @@ fn dpkg_divert(root: &Path, args: &[&str]) -> Result<(), String> {
         .args(["--package", "xtlock", "--rename"])
         .args(args)
         .output()
-        .map_err(|e| format!("cannot run dpkg-divert: {}", crate::lock::errno_text(&e)))?;
+        .map_err(|e| format!("cannot run dpkg-divert: {}", crate::text::errno_text(&e)))?;
     match out.status.success() {
         true => Ok(()),
         false => Err(format!(
@@ -133,7 +133,7 @@ pub fn install(options: &Options) -> Result<u8, Failure> {
             errln!(
                 "xtlock: cannot link {}: {}; undoing",
                 path.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             );
             let _ = dpkg_divert(&options.root, &["--remove", &logical]);
             problems += 1;

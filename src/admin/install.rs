@@ -47,7 +47,7 @@ fn install_shims(dir: &Path, own: &Path, me: &SelfIdentity, dry_run: bool) -> Re
             Failure::Own(format!(
                 "cannot create {}: {}",
                 dir.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             ))
         })?;
     }
@@ -90,7 +90,7 @@ fn install_shims(dir: &Path, own: &Path, me: &SelfIdentity, dry_run: bool) -> Re
                 errln!(
                     "xtlock: cannot link {}: {}",
                     link.display(),
-                    crate::lock::errno_text(&e)
+                    crate::text::errno_text(&e)
                 );
                 problems += 1;
             }
@@ -168,7 +168,7 @@ fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool) -> u32 {
             errln!(
                 "xtlock: cannot read {}: {}",
                 local.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             );
             return 1;
         }
@@ -187,7 +187,7 @@ fn install_fail2ban(dir: &Path, own: &Path, dry_run: bool) -> u32 {
             errln!(
                 "xtlock: cannot write {}: {}",
                 local.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             );
             1
         }
@@ -208,7 +208,7 @@ pub fn uninstall(options: &Options) -> Result<u8, Failure> {
             errln!(
                 "xtlock: cannot remove {}: {}",
                 link.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             );
             problems += 1;
         } else {

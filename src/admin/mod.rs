@@ -58,7 +58,7 @@ pub const TOOLS: &[&str] = &[
 /// Where `install` puts the shims: before /usr/sbin in Debian's and systemd's PATH.
 pub const DEFAULT_SHIM_DIR: &str = "/usr/local/sbin";
 /// The PATH systemd gives services (and so fail2ban) on a merged-/usr system.
-pub const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const SYSTEMD_PATH: &str = crate::resolve::DEFAULT_PATH;
 pub const FAIL2BAN_ACTION_DIR: &str = "/etc/fail2ban/action.d";
 /// The first line of a fail2ban file written by `install --fail2ban`, so that
 /// `uninstall` and a second `install` know it is ours.
@@ -69,7 +69,7 @@ pub const FAIL2BAN_MARKER: &str =
 pub fn own_binary() -> Result<PathBuf, String> {
     std::env::current_exe()
         .and_then(|p| p.canonicalize())
-        .map_err(|e| format!("cannot find my own binary: {}", crate::lock::errno_text(&e)))
+        .map_err(|e| format!("cannot find my own binary: {}", crate::text::errno_text(&e)))
 }
 
 /// The running binary's identity, for `is_xtlock_link`.

@@ -188,7 +188,7 @@ fn read_log(options: &Options) -> Result<Log, Failure> {
             Failure::Own(format!(
                 "cannot read {}: {}",
                 file.display(),
-                crate::lock::errno_text(&e)
+                crate::text::errno_text(&e)
             ))
         })?;
         let lines = text.lines().filter_map(parse_line).collect();

@@ -11,7 +11,7 @@
 use crate::common::*;
 use std::ffi::{OsStr, OsString};
 use std::process::Command;
-use xtlock::call::runs_in_our_place;
+use xtlock::classify::runs_in_our_place;
 use xtlock::classify::{Backend, Effect, Kind, Wait, classify};
 
 /// The seed unless XTLOCK_READ_SEED gives another; printed, so a failure reproduces.

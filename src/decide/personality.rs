@@ -4,7 +4,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
-pub const OWN_NAME: &str = "xtlock";
+pub use crate::text::OWN_NAME;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Personality {

@@ -4,10 +4,7 @@
 //! which input line a "line N failed" message points at.
 
 use crate::getopt::{HasArg, Item, LongOpt, Parser, long};
-use crate::status::Failure;
 use std::ffi::OsString;
-use std::io::{IsTerminal, Read};
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Which program's option rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,13 +107,13 @@ pub fn parse_args(flavor: Flavor, args: &[OsString], posixly_correct: bool) -> R
             }
             // parse_wait_time: the value, attached or the next word, must scan as %i.
             (Flavor::Legacy, b'w') => match optarg.or_else(|| parser.take_word_argument()) {
-                Some(value) => scan_int(value.as_encoded_bytes()).is_some(),
+                Some(value) => crate::scan::scan_int(value.as_encoded_bytes()).is_some(),
                 None => true,
             },
             // parse_wait_interval: a value is required and must scan as %u, <= 999999.
             (Flavor::Legacy, b'W') => optarg
                 .or_else(|| parser.take_word_argument())
-                .and_then(|value| scan_unsigned(value.as_encoded_bytes()))
+                .and_then(|value| crate::scan::scan_unsigned(value.as_encoded_bytes()))
                 .is_some_and(|usec| usec <= 999_999),
             // Ignored by nft, which skips the next word unless it looks like an option.
             (Flavor::Nft, b'w' | b'W') => {
@@ -146,28 +143,6 @@ pub fn parse_args(flavor: Flavor, args: &[OsString], posixly_correct: bool) -> R
     }
 }
 
-/// A restore's input, made ready before the lock is taken (a caller may be slow to
-/// write it, and that time is not lock wait).
-#[derive(Debug)]
-pub enum Prepared {
-    /// stdin, read into memory: every attempt gets exactly these bytes.
-    Buffered(Vec<u8>),
-    /// A regular file that the program opens itself; what it held, for the classifier.
-    RegularFile(Vec<u8>),
-    /// The program reads its input itself, once; a failure is final, for this reason.
-    Direct(&'static str),
-}
-
-impl Prepared {
-    /// The bytes a replay would give again, or why there is no replay.
-    pub fn replay(&self) -> Result<&[u8], &'static str> {
-        match self {
-            Prepared::Buffered(bytes) | Prepared::RegularFile(bytes) => Ok(bytes),
-            Prepared::Direct(why) => Err(why),
-        }
-    }
-}
-
 /// The input of a restore that may be replayed, or why it never is, from its options
 /// alone: the one place where `--noflush` (tables amended, not rewritten: a replay could
 /// add twice) and `--test` rule a replay out.
@@ -185,127 +160,6 @@ pub fn replayable_input(args: Option<&RestoreArgs>) -> Result<&Input, &'static s
             Err("the program reads no input")
         }
     }
-}
-
-/// Only a full restore may be replayed, so only a full restore's input is held back;
-/// everything else reads its input as it would bare (a `--noflush` restore fed COMMIT
-/// by COMMIT from a coprocess keeps working). A pipe, FIFO, terminal or socket given
-/// as the file is never opened by xtlock: opening a FIFO would release its writer.
-pub fn prepare(args: Option<&RestoreArgs>, max_stdin: u64) -> Result<Prepared, Failure> {
-    let input = match replayable_input(args) {
-        Ok(input) => input,
-        Err(why) => return Ok(Prepared::Direct(why)),
-    };
-    match input {
-        Input::Stdin if std::io::stdin().is_terminal() => Ok(Prepared::Direct(
-            "the input is a terminal and cannot be replayed",
-        )),
-        Input::Stdin => read_stdin(max_stdin).map(Prepared::Buffered),
-        Input::File(path) => Ok(read_regular_file(path.as_ref(), max_stdin).map_or(
-            Prepared::Direct("the input is not a regular file and cannot be replayed"),
-            Prepared::RegularFile,
-        )),
-    }
-}
-
-fn read_stdin(limit: u64) -> Result<Vec<u8>, Failure> {
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            Failure::Own(format!(
-                "cannot read standard input: {}",
-                crate::lock::errno_text(&e)
-            ))
-        })?;
-    if bytes.len() as u64 > limit {
-        return Err(Failure::Own(format!(
-            "standard input is larger than {limit} bytes (max_stdin); nothing was run"
-        )));
-    }
-    Ok(bytes)
-}
-
-fn read_regular_file(path: &std::path::Path, limit: u64) -> Option<Vec<u8>> {
-    if !std::fs::metadata(path).ok()?.is_file() {
-        return None;
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    if !file.metadata().ok()?.is_file() {
-        return None; // replaced since the stat
-    }
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .ok()?;
-    (bytes.len() as u64 <= limit).then_some(bytes)
-}
-
-/// sscanf("%i") into an int: leading space, a sign, then hex (0x), octal (0) or decimal.
-/// Some(value) when at least one digit converted (wrapping as glibc stores it).
-pub fn scan_int(text: &[u8]) -> Option<i32> {
-    let (negative, digits) = sign(text);
-    let (radix, digits) = match digits {
-        [b'0', b'x' | b'X', rest @ ..] if rest.first().is_some_and(u8::is_ascii_hexdigit) => {
-            (16, rest)
-        }
-        [b'0', ..] => (8, digits),
-        _ => (10, digits),
-    };
-    let value = scan_digits(digits, radix)?;
-    let value = if negative {
-        value.wrapping_neg()
-    } else {
-        value
-    };
-    Some(value as i32)
-}
-
-/// sscanf("%u") into an unsigned int: strtoul's value, truncated to 32 bits.
-pub fn scan_unsigned(text: &[u8]) -> Option<u32> {
-    let (negative, digits) = sign(text);
-    let value = scan_digits(digits, 10)?;
-    Some(if negative {
-        value.wrapping_neg()
-    } else {
-        value
-    } as u32)
-}
-
-fn sign(text: &[u8]) -> (bool, &[u8]) {
-    let start = text
-        .iter()
-        .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
-        .unwrap_or(text.len());
-    match &text[start..] {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        rest => (false, rest),
-    }
-}
-
-/// Leading digits of `radix`, saturating at u64::MAX as strtoul does.
-fn scan_digits(digits: &[u8], radix: u32) -> Option<u64> {
-    let count = digits
-        .iter()
-        .take_while(|b| (**b as char).is_digit(radix))
-        .count();
-    if count == 0 {
-        return None;
-    }
-    let value = digits[..count].iter().fold(0u64, |acc, &b| {
-        let digit = (b as char).to_digit(radix).unwrap_or(0) as u64;
-        acc.checked_mul(radix as u64)
-            .and_then(|v| v.checked_add(digit))
-            .unwrap_or(u64::MAX)
-    });
-    Some(value)
 }
 
 /// The N of a `...-restore: line N failed` line, if stderr has one.
@@ -450,19 +304,6 @@ mod tests {
             apply(true, false, None, None)
         );
         assert_eq!(parse(Flavor::Ebtables, &["-t"]), RestoreArgs::Rejected);
-    }
-
-    #[test]
-    fn scans_like_sscanf() {
-        assert_eq!(scan_int(b"5"), Some(5));
-        assert_eq!(scan_int(b" 0x1f"), Some(31));
-        assert_eq!(scan_int(b"010"), Some(8));
-        assert_eq!(scan_int(b"-3x"), Some(-3));
-        assert_eq!(scan_int(b"rules"), None);
-        assert_eq!(scan_int(b""), None);
-        assert_eq!(scan_unsigned(b"100"), Some(100));
-        assert_eq!(scan_unsigned(b"-1"), Some(u32::MAX));
-        assert_eq!(scan_unsigned(b"4294967296"), Some(0));
     }
 
     #[test]

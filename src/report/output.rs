@@ -76,7 +76,7 @@ pub fn finish() -> Result<(), String> {
         0 => Ok(()),
         errno => Err(format!(
             "cannot write to standard output: {}",
-            crate::lock::errno_text(&io::Error::from_raw_os_error(errno))
+            crate::text::errno_text(&io::Error::from_raw_os_error(errno))
         )),
     }
 }

@@ -39,6 +39,19 @@ impl Failure {
         }
     }
 
+    /// The program could not be started: not there (127), or not runnable (126).
+    pub fn cannot_run(path: &std::path::Path, e: &std::io::Error) -> Failure {
+        let message = format!(
+            "cannot run {}: {}",
+            path.display(),
+            crate::text::errno_text(e)
+        );
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => Failure::NotFound(message),
+            _ => Failure::CannotRun(message),
+        }
+    }
+
     pub fn message(&self) -> &str {
         match self {
             Failure::Own(m) | Failure::Lock(m) | Failure::CannotRun(m) | Failure::NotFound(m) => m,

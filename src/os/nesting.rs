@@ -68,6 +68,17 @@ pub fn depth(value: Option<&OsStr>) -> u32 {
         .unwrap_or(0)
 }
 
+/// A copy of xtlock ahead of the real program would run itself forever.
+pub fn check_depth(name: &str) -> Result<u32, crate::status::Failure> {
+    let depth = depth(std::env::var_os(DEPTH_VAR).as_deref());
+    if depth < MAX_DEPTH {
+        return Ok(depth);
+    }
+    Err(crate::status::Failure::Own(format!(
+        "{name}: xtlock calls nested {depth} deep; is a copy of xtlock ahead of the real {name} in PATH?"
+    )))
+}
+
 /// A token from the environment, if it is one.
 pub fn token_from_env(value: Option<&OsStr>) -> Option<u64> {
     parse_token(value?.as_encoded_bytes())

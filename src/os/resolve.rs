@@ -4,12 +4,27 @@
 //! followed. That is what a canonical path names, and it also catches hard links, which
 //! canonical paths miss, without a readlink per path component.
 
+use crate::classify::Backend;
+use crate::status::Failure;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-/// Used when PATH is unset, as by execvp.
+/// How the caller named the program.
+pub enum Target {
+    /// A bare name, looked up in PATH, skipping xtlock.
+    Name(OsString),
+    /// A name with a `/`, taken as given.
+    Path(PathBuf),
+    /// A shim called by this path (as ufw calls /usr/sbin/iptables): if that path is
+    /// xtlock by `install --divert`, the program it replaced; else the name, in PATH.
+    CalledAs(PathBuf, OsString),
+}
+
+/// Used when PATH is unset: the PATH systemd gives services (src/basic/path-util.h,
+/// DEFAULT_PATH_NORMAL), not glibc execvp's `/bin:/usr/bin`, which misses /usr/sbin
+/// where iptables lives.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// What one PATH candidate turned out to be.
@@ -225,6 +240,36 @@ fn is_executable(path: &Path) -> bool {
     // access(2) answers for our real uid, and knows about root's special case.
     // SAFETY: `c_path` is NUL-terminated and outlives the call.
     unsafe { libc::access(c_path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// The real program `target` names (never xtlock itself), or why there is none.
+pub fn program_for(target: &Target, name: &str) -> Result<PathBuf, Failure> {
+    let me = SelfIdentity::current();
+    let probe = |p: &Path| match &me {
+        Some(me) => me.probe(p),
+        // Neither /proc nor the path we were run by: we cannot tell ourselves apart;
+        // the depth guard still stops a loop.
+        None => Candidate::Program,
+    };
+    let path_var = std::env::var_os("PATH");
+    let found = match target {
+        Target::Name(name) => find_in_path(name, path_var.as_deref(), probe),
+        Target::Path(path) => check_path(path, probe),
+        Target::CalledAs(path, name) => match probe(path) {
+            Candidate::Diverted(real) => Ok(real),
+            _ => find_in_path(name, path_var.as_deref(), probe),
+        },
+    };
+    found.map_err(|e| match &e {
+        ResolveError::NotExecutable { .. } => Failure::CannotRun(format!("{name}: {e}")),
+        ResolveError::NotFound { .. } => Failure::NotFound(e.to_string()),
+    })
+}
+
+/// The backend of the multi-call binary `path` reaches through its links.
+pub fn backend_of(path: &Path) -> Option<Backend> {
+    let real = std::fs::canonicalize(path).ok()?;
+    crate::classify::backend_of_multi(real.file_name()?)
 }
 
 #[cfg(test)]

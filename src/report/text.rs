@@ -5,6 +5,9 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 
+/// xtlock's own name: its personality when called by it, and its log identifier.
+pub const OWN_NAME: &str = "xtlock";
+
 /// A logfmt value: bare when it is one plain word, else double-quoted with `\"`, `\\`,
 /// `\n`, `\t`, `\r`, `\xNN` for other control characters and for bytes that are not UTF-8.
 pub fn quote_value(value: &[u8]) -> String {
@@ -114,6 +117,15 @@ pub fn parse_fields(line: &str) -> Vec<(String, String)> {
         rest = tail.trim_start();
     }
     fields
+}
+
+/// strerror's text without Rust's " (os error N)" suffix, as flock(1) prints it.
+pub fn errno_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use crate::getopt::{HasArg, Item, LongOpt, Parser, Rejected, long};
 use crate::restore::{self, Flavor, RestoreArgs};
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
+use std::time::Duration;
 
 /// The real program's backend, known from the multi-call binary it resolves to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -427,7 +428,7 @@ pub fn parse_command(args: &[OsString]) -> Command {
                 let value = optarg.clone().or_else(|| parser.take_word_argument());
                 wait = match value {
                     None => Wait::Unbounded,
-                    Some(v) => match restore::scan_int(v.as_bytes()) {
+                    Some(v) => match crate::scan::scan_int(v.as_bytes()) {
                         Some(seconds) => Wait::Seconds(seconds),
                         None => return write(wait),
                     },
@@ -497,6 +498,42 @@ fn could_be_command_long(name: &[u8]) -> bool {
         .iter()
         .filter(|o| COMMAND_LETTERS.contains(&o.val))
         .any(|o| o.name.as_bytes().starts_with(name))
+}
+
+/// Reads need neither the lock nor a spawn: exec the program in our place. A read of
+/// the legacy backend without `-w` stays on the write path: iptables 1.6 to 1.8.7 then
+/// fail at once if iptables' own lock is busy, and xtlock's queue spares them that.
+/// Under --verbose a read is spawned, so that it is logged.
+pub fn runs_in_our_place(
+    kind: &Kind,
+    backend: impl FnOnce() -> Option<Backend>,
+    verbose: bool,
+) -> bool {
+    if verbose {
+        return false;
+    }
+    match kind {
+        Kind::Save | Kind::Read => true,
+        Kind::Restore(Some(RestoreArgs::HelpOrVersion)) => true,
+        Kind::Command(command) => match command.effect {
+            Effect::HelpOrVersion => true,
+            Effect::ReadOnly => command.wait != Wait::Absent || backend() == Some(Backend::Nft),
+            Effect::Write => false,
+        },
+        Kind::Restore(_) | Kind::StdinToEof | Kind::Other => false,
+    }
+}
+
+/// The caller's `iptables -w N` bounds xtlock's wait too; `-w` alone or none: the
+/// configured timeout.
+pub fn lock_timeout(kind: &Kind, configured: Duration) -> Duration {
+    match kind {
+        Kind::Command(c) => match c.wait {
+            Wait::Seconds(n) if n > 0 => Duration::from_secs(n as u64),
+            _ => configured,
+        },
+        _ => configured,
+    }
 }
 
 #[cfg(test)]
@@ -832,5 +869,63 @@ mod tests {
             kind("iptables-restore", "--nof"),
             Kind::Restore(Some(_))
         ));
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn command(effect: Effect, wait: Wait) -> Kind {
+        Kind::Command(Command {
+            effect,
+            wait,
+            check: false,
+        })
+    }
+
+    #[test]
+    fn which_calls_run_in_our_place() {
+        use Effect::*;
+        let nft = Some(Backend::Nft);
+        let legacy = Some(Backend::Legacy);
+        let cases = [
+            (Kind::Save, legacy, true),
+            (Kind::Read, None, true),
+            (Kind::StdinToEof, None, false),
+            (command(HelpOrVersion, Wait::Absent), legacy, true),
+            (command(ReadOnly, Wait::Unbounded), legacy, true),
+            (command(ReadOnly, Wait::Seconds(5)), None, true),
+            (command(ReadOnly, Wait::Absent), nft, true),
+            (command(ReadOnly, Wait::Absent), legacy, false),
+            (command(ReadOnly, Wait::Absent), None, false),
+            (command(Write, Wait::Unbounded), nft, false),
+            (Kind::Other, nft, false),
+            (Kind::Restore(None), nft, false),
+        ];
+        for (kind, backend, want) in cases {
+            assert_eq!(
+                runs_in_our_place(&kind, || backend, false),
+                want,
+                "{kind:?} {backend:?}"
+            );
+            assert!(
+                !runs_in_our_place(&kind, || backend, true),
+                "verbose spawns {kind:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_callers_wait_bounds_ours() {
+        let configured = Duration::from_secs(30);
+        let t = |wait| lock_timeout(&command(Effect::Write, wait), configured);
+        assert_eq!(t(Wait::Absent), configured);
+        assert_eq!(t(Wait::Unbounded), configured);
+        assert_eq!(t(Wait::Seconds(5)), Duration::from_secs(5));
+        assert_eq!(t(Wait::Seconds(60)), Duration::from_secs(60));
+        assert_eq!(t(Wait::Seconds(0)), configured);
+        assert_eq!(lock_timeout(&Kind::Other, configured), configured);
     }
 }

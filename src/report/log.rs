@@ -188,7 +188,7 @@ impl Event {
             "PRIORITY",
             self.severity().priority().to_string().as_bytes(),
         );
-        put("SYSLOG_IDENTIFIER", crate::personality::OWN_NAME.as_bytes());
+        put("SYSLOG_IDENTIFIER", crate::text::OWN_NAME.as_bytes());
         put("SYSLOG_FACILITY", b"3");
         put("XTLOCK_EVENT", self.kind.name().as_bytes());
         for (key, value) in &self.fields {
@@ -252,7 +252,7 @@ fn syslog_datagram(event: &Event) -> Vec<u8> {
     let mut datagram = format!(
         "<{pri}>{} {}[{}]: {}",
         local_timestamp(),
-        crate::personality::OWN_NAME,
+        crate::text::OWN_NAME,
         std::process::id(),
         event.text()
     )

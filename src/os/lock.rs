@@ -45,16 +45,21 @@ impl fmt::Display for LockError {
                     f,
                     "cannot create directory {} for the lock file: {}",
                     p.display(),
-                    errno_text(e)
+                    crate::text::errno_text(e)
                 )
             }
             LockError::Open(p, e) => write!(
                 f,
                 "cannot open lock file {}: {}",
                 p.display(),
-                errno_text(e)
+                crate::text::errno_text(e)
             ),
-            LockError::Lock(p, e) => write!(f, "cannot lock {}: {}", p.display(), errno_text(e)),
+            LockError::Lock(p, e) => write!(
+                f,
+                "cannot lock {}: {}",
+                p.display(),
+                crate::text::errno_text(e)
+            ),
             LockError::TimedOut {
                 path,
                 after,
@@ -72,15 +77,6 @@ impl fmt::Display for LockError {
                 Ok(())
             }
         }
-    }
-}
-
-/// strerror's text without Rust's " (os error N)" suffix, as flock(1) prints it.
-pub fn errno_text(e: &io::Error) -> String {
-    let text = e.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) => text[..at].to_string(),
-        None => text,
     }
 }
 
