@@ -1,6 +1,8 @@
 //! The `xtlock` name: options, then the program to run. (Under any other name xtlock is
 //! a PATH shim and parses nothing; see `lib.rs`.) clap's builder API, not its derive:
-//! no proc macros, so the release binary can be linked statically (see README).
+//! the derive would add a proc-macro crate to the build for nothing the builder cannot
+//! say. (Proc macros run at build time; they do not stand in the way of the static,
+//! non-PIE link.)
 
 use crate::config::Layer;
 use crate::invocation::Call;
@@ -228,7 +230,11 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
                 false => crate::output::Stream::Stdout,
             };
             crate::output::write(stream, e.render().to_string().as_bytes());
-            return Ok(Parsed::Done(if e.use_stderr() { 125 } else { 0 }));
+            let status = match e.use_stderr() {
+                true => crate::status::OWN_FAILURE,
+                false => 0,
+            };
+            return Ok(Parsed::Done(status));
         }
     };
     let action = match matches.subcommand() {

@@ -208,8 +208,8 @@ pub fn read_file_layer(
 }
 
 /// Parse TOML text; Err is "LINE: problem". The toml crate's own parser gives the spans;
-/// the few keys are read by hand, which keeps proc-macro derives (and so a dynamic
-/// build) out of the binary.
+/// the eight keys are read by hand, each with the line of its own error, which serde's
+/// derive would not give without its span machinery.
 pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]

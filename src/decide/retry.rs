@@ -101,9 +101,12 @@ pub fn next_step(
     }
 }
 
-/// Whole lines only: since 1.8.8 a lock timeout also prints
-/// `Can't lock /run/xtables.lock: Resource temporarily unavailable`, which is covered by
-/// its second line, and words inside a rule comment must not count.
+/// One line at a time, so that words inside a rule comment never count: the EAGAIN rule
+/// takes the whole line; the lock-busy rule the start of its line, which iptables 1.8.9
+/// (xshared.c, xtables_lock) ends with "Stopped waiting after Ns." or "Perhaps you want
+/// to use the -w option?". Since 1.8.8 a lock timeout also prints `Can't lock
+/// /run/xtables.lock: Resource temporarily unavailable` first, covered by its second
+/// line.
 fn transient_reason(line: &[u8]) -> Option<&'static str> {
     let line = std::str::from_utf8(line).ok()?;
     if line.starts_with("Another app is currently holding the xtables lock") {

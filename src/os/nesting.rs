@@ -287,6 +287,16 @@ mod tests {
         Instant::now() + Duration::from_millis(200)
     }
 
+    /// A lock file in a fresh directory, and a holder that has opened its domain.
+    fn holder_with_domain() -> (tempfile::TempDir, std::path::PathBuf, File, u64) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+        let holder = open_rw(&path);
+        holder.lock().unwrap();
+        let token = open_domain(&holder, soon(), None).ok().flatten().unwrap();
+        (dir, path, holder, token)
+    }
+
     #[test]
     fn depth_and_token_parse() {
         assert_eq!(depth(None), 0);
@@ -320,11 +330,7 @@ mod tests {
 
     #[test]
     fn a_nested_call_joins_only_its_own_holder() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.lock");
-        let holder = open_rw(&path);
-        holder.lock().unwrap();
-        let token = open_domain(&holder, soon(), None).ok().flatten().unwrap();
+        let (_dir, path, holder, token) = holder_with_domain();
         let nested = open_rw(&path);
         assert!(join(&nested, token, soon(), None).unwrap());
         let stranger = open_rw(&path);
@@ -352,11 +358,7 @@ mod tests {
 
     #[test]
     fn the_last_nested_call_of_a_gone_holder_clears_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.lock");
-        let holder = open_rw(&path);
-        holder.lock().unwrap();
-        let token = open_domain(&holder, soon(), None).ok().flatten().unwrap();
+        let (_dir, path, holder, token) = holder_with_domain();
         let nested = open_rw(&path);
         assert!(join(&nested, token, soon(), None).unwrap());
         leave(&open_rw(&path), token); // the holder still holds: nothing cleared
@@ -369,11 +371,7 @@ mod tests {
 
     #[test]
     fn a_holder_alone_clears_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.lock");
-        let holder = open_rw(&path);
-        holder.lock().unwrap();
-        let token = open_domain(&holder, soon(), None).ok().flatten().unwrap();
+        let (_dir, path, holder, token) = holder_with_domain();
         close_domain(&holder, token);
         drop(holder);
         assert!(!join(&open_rw(&path), token, soon(), None).unwrap());

@@ -25,7 +25,6 @@ const MAX_JOURNAL_DATAGRAM: usize = 64 << 10;
 pub enum Severity {
     Error,
     Warning,
-    Notice,
     Info,
 }
 
@@ -33,7 +32,6 @@ impl Severity {
     pub fn name(self) -> &'static str {
         match self {
             Severity::Info => "info",
-            Severity::Notice => "notice",
             Severity::Warning => "warning",
             Severity::Error => "error",
         }
@@ -44,7 +42,6 @@ impl Severity {
         match self {
             Severity::Error => 3,
             Severity::Warning => 4,
-            Severity::Notice => 5,
             Severity::Info => 6,
         }
     }

@@ -29,10 +29,13 @@ pub enum Failure {
     NotFound(String),
 }
 
+/// xtlock's own failure, and a usage error (clap's, in `cli`).
+pub const OWN_FAILURE: u8 = 125;
+
 impl Failure {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Failure::Own(_) => 125,
+            Failure::Own(_) => OWN_FAILURE,
             Failure::Lock(_) => 4,
             Failure::CannotRun(_) => 126,
             Failure::NotFound(_) => 127,

@@ -107,6 +107,19 @@ impl Sandbox {
             .env("FAKE_LOG", self.path("state/argv.log"))
             .env("FAKE_COUNTER", self.path("state/counter"))
             .stdin(Stdio::null());
+        // A test runner started as a shell's background job has SIGINT and SIGQUIT
+        // ignored (POSIX, for asynchronous lists), and a caller's ignored signals stay
+        // ignored through xtlock, as bare: each caller under test starts from the
+        // defaults, unless the test itself ignores one (its pre_exec runs after this).
+        // SAFETY: only async-signal-safe signal(2) calls, in the child before exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                for signal in [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP] {
+                    libc::signal(signal, libc::SIG_DFL);
+                }
+                Ok(())
+            });
+        }
         cmd
     }
 
