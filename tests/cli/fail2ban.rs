@@ -60,7 +60,9 @@ fn fail2ban_bare_loses_rules() {
     let bare = bare.expect(
         "two bare runs of fail2ban and two racing writers lost nothing: the test cannot tell",
     );
-    assert!(bare.errors > 0, "{}", bare.line);
+    // Usually fail2ban logs errors too; a loaded machine has also lost a rule with none
+    // logged (missing=1 errors=0): the silent loss xtlock exists for. Either shows it.
+    eprintln!("{}", bare.line);
 }
 
 #[test]
