@@ -93,6 +93,13 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let guard = match guard::take(&config.lock_file, timeout, pump.as_mut()) {
         Ok(guard) => guard,
         Err(message) => {
+            let message = match &pump {
+                Some(pump) if pump.is_full() => format!(
+                    "{message}; its input filled max_stdin ({} bytes) while it waited",
+                    config.max_stdin
+                ),
+                _ => message,
+            };
             let e = call
                 .event(EventKind::LockFailed)
                 .field("wait_ms", lock_start.elapsed().as_millis().to_string())

@@ -12,13 +12,10 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub fn command() -> Command {
-    let path = |name: &'static str, help: &'static str| {
-        Arg::new(name)
-            .long(name)
-            .value_name("PATH")
-            .value_parser(value_parser!(PathBuf))
-            .help(help)
+    let valued = |name: &'static str, value_name: &'static str, help: &'static str| {
+        Arg::new(name).long(name).value_name(value_name).help(help)
     };
+    let path = |name, help| valued(name, "PATH", help).value_parser(value_parser!(PathBuf));
     Command::new("xtlock")
         .version(env!("CARGO_PKG_VERSION"))
         .about("Run iptables (and friends) under one system-wide lock, retrying only failures that committed nothing.")
@@ -33,28 +30,19 @@ pub fn command() -> Command {
         .external_subcommand_value_parser(value_parser!(OsString))
         .arg(path("lock-file", "The lock file shared by every caller [default: /run/xtlock.lock]"))
         .arg(
-            Arg::new("timeout")
-                .long("timeout")
-                .value_name("SECS")
-                .value_parser(value_parser!(f64))
-                .help("How long to wait for the lock, and for all retries, in seconds (fractions allowed) [default: 30]"),
+            valued("timeout", "SECS", "How long to wait for the lock, and for all retries, in seconds (fractions allowed) [default: 30]")
+                .value_parser(value_parser!(f64)),
         )
         .arg(
-            Arg::new("retries")
-                .long("retries")
-                .value_name("N")
-                .value_parser(value_parser!(u32))
-                .help("Retry a failure that committed nothing up to N times [default: 4]"),
+            valued("retries", "N", "Retry a failure that committed nothing up to N times [default: 4]")
+                .value_parser(value_parser!(u32)),
         )
         .arg(path("log-file", "Also log to this file (syslog is always tried)"))
         .arg(path("syslog-socket", "The syslog socket (\"\" turns syslog off) [default: /dev/log]"))
         .arg(path("journal-socket", "journald's native socket, tried before syslog (\"\" turns it off) [default: /run/systemd/journal/socket]"))
         .arg(
-            Arg::new("max-stdin")
-                .long("max-stdin")
-                .value_name("BYTES")
-                .value_parser(value_parser!(u64))
-                .help("The most a *-restore may read from standard input [default: 64 MiB]"),
+            valued("max-stdin", "BYTES", "The most a *-restore may read from standard input [default: 64 MiB]")
+                .value_parser(value_parser!(u64)),
         )
         .arg(
             Arg::new("verbose")

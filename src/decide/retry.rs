@@ -220,6 +220,7 @@ mod tests {
     }
 
     #[test]
+    #[rustfmt::skip]
     fn steps() {
         let retry = Verdict::Retry("x");
         let cases = [
@@ -227,38 +228,10 @@ mod tests {
             (Verdict::Unsafe("x"), 1, true, false, false, Step::Stop),
             (retry, 1, true, false, false, Step::Retry),
             (retry, 4, true, false, false, Step::Retry),
-            (
-                retry,
-                5,
-                true,
-                false,
-                false,
-                Step::GiveUp("no attempts left"),
-            ),
-            (
-                retry,
-                1,
-                false,
-                false,
-                false,
-                Step::GiveUp("timeout reached"),
-            ),
-            (
-                retry,
-                1,
-                true,
-                true,
-                false,
-                Step::GiveUp("interrupted by a signal"),
-            ),
-            (
-                retry,
-                1,
-                true,
-                false,
-                true,
-                Step::GiveUp("its stderr already reached the caller"),
-            ),
+            (retry, 5, true, false, false, Step::GiveUp("no attempts left")),
+            (retry, 1, false, false, false, Step::GiveUp("timeout reached")),
+            (retry, 1, true, true, false, Step::GiveUp("interrupted by a signal")),
+            (retry, 1, true, false, true, Step::GiveUp("its stderr already reached the caller")),
         ];
         for (verdict, attempt, fits, signalled, passed, want) in cases {
             assert_eq!(

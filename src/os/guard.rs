@@ -75,8 +75,9 @@ pub fn take(
     let io_failed = |e| LockError::Lock(path.to_path_buf(), e).to_string();
     let lock = match LockFile::open(path) {
         Ok(lock) => lock,
-        // Root never runs unlocked: only a caller without root's rights runs as bare.
-        Err(e) if e.is_permission() && !crate::procinfo::running_as_root() => {
+        // A caller that may change the firewall (root, CAP_NET_ADMIN) never runs
+        // unlocked: only one that may not runs as bare (and gets iptables' own error).
+        Err(e) if e.is_permission() && !crate::procinfo::may_change_firewall() => {
             return Ok(Guard::Unlocked {
                 error: e.to_string(),
             });
@@ -96,10 +97,10 @@ pub fn take(
     let held = match lock.try_acquire().map_err(|e| e.to_string())? {
         Ok(held) => held,
         Err(busy) => {
-            // Without a token (env -i, sudo), an ancestor in /proc may hold it for us.
-            if our_token.is_none()
-                && let Some(token) = nesting::join_by_ancestry(&busy, deadline, pump.as_deref_mut())
-                    .map_err(io_failed)?
+            // Without a token that joins (env -i, sudo, a record someone overwrote), an
+            // ancestor in /proc may hold it for us.
+            if let Some(token) = nesting::join_by_ancestry(&busy, deadline, pump.as_deref_mut())
+                .map_err(io_failed)?
             {
                 return Ok(Guard::Nested { lock: busy, token });
             }

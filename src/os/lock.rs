@@ -269,6 +269,14 @@ fn classify_open_error(path: &Path, e: io::Error) -> LockError {
 mod tests {
     use super::*;
 
+    /// The lock at `path`, taken at once.
+    fn held_at(path: &Path) -> Held {
+        LockFile::open(path)
+            .unwrap()
+            .acquire_for(Duration::ZERO)
+            .unwrap()
+    }
+
     trait AcquireFor {
         fn acquire_for(self, timeout: Duration) -> Result<Held, LockError>;
     }
@@ -309,10 +317,7 @@ mod tests {
     fn times_out_naming_holder() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let _held = LockFile::open(&path)
-            .unwrap()
-            .acquire_for(Duration::ZERO)
-            .unwrap();
+        let _held = held_at(&path);
         let err = LockFile::open(&path)
             .unwrap()
             .acquire_for(Duration::from_millis(100))
@@ -331,10 +336,7 @@ mod tests {
     fn waiter_gets_lock_when_released() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
-        let held = LockFile::open(&path)
-            .unwrap()
-            .acquire_for(Duration::ZERO)
-            .unwrap();
+        let held = held_at(&path);
         let path2 = path.clone();
         let waiter = std::thread::spawn(move || {
             LockFile::open(&path2)

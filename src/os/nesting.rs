@@ -195,8 +195,16 @@ pub fn open_domain(
     match gate_until(file, Gate::Write, deadline, pump) {
         Ok(true) => {}
         Ok(false) => return Err(OpenError::NestedStillRunning),
-        // A write lock needs a descriptor open for writing.
-        Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Ok(None),
+        // A write lock needs a descriptor open for writing (a read-only or immutable
+        // lock file): there is no record then, but the nested calls of the holder
+        // before us still hold read locks, and we still wait for them, by asking.
+        Err(e) if e.raw_os_error() == Some(libc::EBADF) => {
+            return match wait_for_no_readers(file, deadline) {
+                Ok(true) => Ok(None),
+                Ok(false) => Err(OpenError::NestedStillRunning),
+                Err(e) => Err(OpenError::Io(e)),
+            };
+        }
         Err(e) => return Err(OpenError::Io(e)),
     }
     let token = fastrand::u64(1..);
@@ -204,6 +212,31 @@ pub fn open_domain(
     checkpoint("holder-recorded");
     let _ = gate(file, Gate::Open, false);
     Ok(written.ok().map(|()| token))
+}
+
+/// Poll F_OFD_GETLK (which, unlike F_OFD_SETLK, works on a read-only descriptor) until
+/// no gate read lock is left, or `deadline`. Polling: only a read-only lock file with
+/// nested calls still running comes here.
+fn wait_for_no_readers(file: &File, deadline: Instant) -> io::Result<bool> {
+    loop {
+        // SAFETY: flock is plain data; the fields that matter are set below.
+        let mut probe: libc::flock = unsafe { std::mem::zeroed() };
+        probe.l_type = libc::F_WRLCK as libc::c_short;
+        probe.l_whence = libc::SEEK_SET as libc::c_short;
+        probe.l_len = 1;
+        // SAFETY: the fd is open for the life of `file`; `probe` is a valid flock that
+        // the kernel overwrites with the first conflicting lock, if any.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if probe.l_type == libc::F_UNLCK as libc::c_short {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// Holder, step 6: clear our record unless nested calls still run under it.

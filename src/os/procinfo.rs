@@ -11,6 +11,39 @@ pub fn running_as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// May this process change the firewall: root, or CAP_NET_ADMIN in its effective set
+/// (a service running as a user with that capability)? Read with capget(2), which
+/// needs no /proc.
+pub fn may_change_firewall() -> bool {
+    if running_as_root() {
+        return true;
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_ADMIN: u32 = 12;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: version 3 takes a header and two data structs, laid out as the kernel's
+    // (linux/capability.h); pid 0 is this thread.
+    let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) };
+    // If the kernel will not say, assume the caller may: it then never runs unlocked.
+    rc != 0 || data[0].effective & (1 << CAP_NET_ADMIN) != 0
+}
+
 /// A process's argv, or None if it is gone or unreadable.
 pub fn cmdline(pid: u32) -> Option<Vec<OsString>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;

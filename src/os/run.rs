@@ -428,7 +428,15 @@ impl Feed<'_> {
                 self.chunk.truncate(n);
                 self.from_caller = n > 0;
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.chunk.clear(),
+            // Another reader of a shared, non-blocking stdin took what poll saw.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                self.chunk.clear()
+            }
             Err(_) => {
                 self.chunk.clear();
                 self.from_caller = false;

@@ -50,6 +50,11 @@ impl StdinPump {
         while unsafe { libc::poll(&mut fd, 1, -1) } < 0 {}
     }
 
+    /// It stopped reading at `max`: a writer feeding it may be blocked on us.
+    pub fn is_full(&self) -> bool {
+        self.bytes.len() >= self.max
+    }
+
     fn wants_more(&self) -> bool {
         !self.eof && self.bytes.len() < self.max
     }

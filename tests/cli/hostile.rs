@@ -245,3 +245,91 @@ fn an_ignored_sigchld_reaches_the_program() {
     assert_ne!(ignored & (1 << (libc::SIGCHLD - 1)), 0, "{bare}");
     assert_eq!(shim, bare);
 }
+
+/// Item 2, for a caller that is not root but may change the firewall (CAP_NET_ADMIN,
+/// as a service running as a user with that capability): it never runs unlocked
+/// either. (A caller without it runs as bare: `lifetime::a_caller_without_access_...`.)
+#[test]
+fn a_user_with_cap_net_admin_never_runs_unlocked() {
+    if !require("root", is_root()) || !require("setpriv", have("setpriv")) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    assert_eq!(code(&run(&mut sb.shim("iptables"))), 0); // root makes the lock file (0600)
+    for (path, mode) in [
+        (sb.dir.path().to_path_buf(), 0o755),
+        (sb.path("state"), 0o777),
+        (sb.path("state/counter"), 0o666),
+        (sb.path("state/argv.log"), 0o666),
+    ] {
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    }
+    let out = run(sb
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .args(["--inh-caps=+net_admin", "--ambient-caps=+net_admin", "--"])
+        .arg(sb.path("shim/iptables"))
+        .args(["-A", "INPUT", "-j", "DROP"]));
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("xtlock: cannot open lock file"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(sb.counter(), 1, "ran without the lock");
+}
+
+/// Item 2 with item 4: through a read-only lock file (no record can be written), the
+/// next caller still waits for a nested call whose holder has returned.
+#[test]
+fn a_read_only_lock_file_still_orders_holders_after_nested_calls() {
+    if !require("root", is_root()) || !require("chattr", have("chattr")) {
+        return;
+    }
+    let sb = Sandbox::with_fake(&["iptables"]);
+    std::fs::write(sb.lock_file(), "").unwrap();
+    let chattr = |flag: &str| {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(sb.lock_file())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !require("chattr +i on the temp dir's file system", chattr("+i")) {
+        return;
+    }
+    let go = sb.path("state/go");
+    let started = sb.path("state/started");
+    let script = format!(
+        "FAKE_WAIT_FOR={go} FAKE_STARTED={started} iptables -A INPUT -j NESTED >/dev/null 2>&1 & \
+         while [ ! -s {started} ]; do sleep 0.01; done",
+        go = go.display(),
+        started = started.display()
+    );
+    let mut holder = sb
+        .xtlock()
+        .args(["sh", "-c", &script])
+        .env("FAKE_BUSY_DIR", sb.path("state"))
+        .spawn()
+        .unwrap();
+    let holder_status = wait_bounded_or(&mut holder, || std::fs::write(&go, "").unwrap());
+    let mut next = sb
+        .shim("iptables")
+        .args(["-A", "INPUT", "-j", "NEXT"])
+        .env("FAKE_BUSY_DIR", sb.path("state"))
+        .env("XTLOCK_TIMEOUT", "30")
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let ran_early = sb.counter();
+    std::fs::write(&go, "").unwrap();
+    let next_status = wait_bounded(&mut next);
+    chattr("-i");
+    assert_eq!(holder_status.code(), Some(0));
+    assert_eq!(ran_early, 1, "the next caller ran beside the nested call");
+    assert_eq!(next_status.code(), Some(0));
+    assert!(
+        !sb.path("state/overlaps").exists(),
+        "two writers ran at once"
+    );
+}
