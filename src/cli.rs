@@ -80,10 +80,15 @@ pub fn command() -> Command {
                 .arg(path("log-file", "Read this log file instead of the configured one or journald"))
                 .arg(flag("json", "Print the summary as JSON, for scripts")),
         )
+        .subcommand(
+            Command::new("status")
+                .about("Who holds xtlock's lock and iptables' own, who waits, for how long; exit 1 if held past the timeout")
+                .arg(flag("json", "Print it as JSON, for scripts")),
+        )
 }
 
 /// Names that are xtlock's own commands; `xtlock -- NAME` runs a program of that name.
-pub const ADMIN_COMMANDS: [&str; 4] = ["install", "uninstall", "doctor", "stats"];
+pub const ADMIN_COMMANDS: [&str; 5] = ["install", "uninstall", "doctor", "stats", "status"];
 
 fn flag(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name)
@@ -148,6 +153,10 @@ pub enum Action {
     ),
     Doctor(crate::admin::doctor::Options),
     Stats(crate::admin::stats::Options),
+    /// `xtlock status [--json]`: whether to print JSON.
+    Status {
+        json: bool,
+    },
     Nothing,
 }
 
@@ -249,6 +258,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
             log_file: m.get_one::<PathBuf>("log-file").cloned(),
             json: m.get_flag("json"),
         }),
+        Some(("status", m)) => Action::Status {
+            json: m.get_flag("json"),
+        },
         Some((name, sub)) => {
             let mut argv = vec![OsString::from(name)];
             argv.extend(sub.get_many::<OsString>("").into_iter().flatten().cloned());

@@ -123,6 +123,15 @@ fn run_own(args: Vec<OsString>) -> Result<Exit, Failure> {
             }
             admin::stats::stats(&options)
         }
+        cli::Action::Status { json } => {
+            let (config, _) =
+                config::load(&config::Sources::process(), cli.options).map_err(Failure::Own)?;
+            admin::status::status(&admin::status::Options {
+                lock_file: config.lock_file,
+                timeout: config.timeout,
+                json,
+            })
+        }
         cli::Action::Nothing => Err(Failure::Own(
             "no program given; usage: xtlock [OPTIONS] [--] PROGRAM [ARGS]...".into(),
         )),

@@ -1,11 +1,12 @@
 //! Admin commands, apart from the hot path: `install`/`uninstall` (PATH shims and
 //! fail2ban wiring), `doctor` (is every firewall call really going through xtlock?),
-//! and `stats` (what the log says).
+//! `stats` (what the log says) and `status` (who holds the locks now).
 
 pub mod divert;
 pub mod doctor;
 pub mod install;
 pub mod stats;
+pub mod status;
 
 use crate::resolve::{Candidate, SelfIdentity, find_in_path};
 use crate::status::Failure;

@@ -39,7 +39,7 @@ pub const DEPTH_VAR: &str = "XTLOCK_DEPTH";
 pub const TOKEN_VAR: &str = "XTLOCK_TOKEN";
 pub const MAX_DEPTH: u32 = 16;
 
-const RECORD_LEN: usize = 64;
+const RECORD_LEN: usize = 96;
 const RECORD_TAG: &[u8] = b"xtlock-token ";
 
 /// Test hook for the kill tests (tests/cli/protocol.rs): with
@@ -96,10 +96,14 @@ pub fn token_text(token: u64) -> String {
     format!("{token:016x}")
 }
 
-/// The record: `xtlock-token <16 hex digits> pid <pid>\n`, padded to RECORD_LEN.
+/// The record: `xtlock-token <16 hex digits> pid <pid> since <unix ms>\n`, padded to
+/// RECORD_LEN (the pid and time for `xtlock status`).
 fn format_record(token: u64) -> [u8; RECORD_LEN] {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let text = format!(
-        "xtlock-token {} pid {}\n",
+        "xtlock-token {} pid {} since {since}\n",
         token_text(token),
         std::process::id()
     );
@@ -111,6 +115,21 @@ fn format_record(token: u64) -> [u8; RECORD_LEN] {
 
 fn parse_record(bytes: &[u8]) -> Option<u64> {
     parse_token(bytes.strip_prefix(RECORD_TAG)?.get(..16)?)
+}
+
+/// The holder a record names: (pid, since, in ms after the epoch), for `xtlock status`.
+pub fn record_holder(file: &File) -> Option<(u32, u128)> {
+    let mut buf = [0u8; RECORD_LEN];
+    let n = file.read_at(&mut buf, 0).ok()?;
+    parse_record(&buf[..n])?;
+    let text = std::str::from_utf8(&buf[RECORD_TAG.len() + 16..n]).ok()?;
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some("pid"), Some(pid), Some("since"), Some(ms)) => {
+            Some((pid.parse().ok()?, ms.parse().ok()?))
+        }
+        _ => None,
+    }
 }
 
 fn read_record(file: &File) -> Option<u64> {
@@ -356,6 +375,14 @@ mod tests {
         let record = format_record(0xabc);
         assert_eq!(record.len(), RECORD_LEN);
         assert_eq!(parse_record(&record), Some(0xabc));
+        let dir = tempfile::tempdir().unwrap();
+        let file = open_rw(&dir.path().join("x"));
+        file.write_all_at(&record, 0).unwrap();
+        let (pid, since) = record_holder(&file).unwrap();
+        assert_eq!(pid, std::process::id());
+        assert!(since > 1_700_000_000_000, "{since}");
+        file.write_all_at(&[b' '; RECORD_LEN], 0).unwrap();
+        assert_eq!(record_holder(&file), None);
         assert_eq!(parse_record(&[b' '; RECORD_LEN]), None);
         assert_eq!(parse_record(b"xtlock-token 12"), None);
         assert_eq!(parse_record(b""), None);

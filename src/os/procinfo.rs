@@ -163,6 +163,43 @@ fn fdinfo_holds(info: &str, id: &str) -> bool {
     })
 }
 
+/// One line of /proc/locks about a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockLine {
+    /// An exclusive flock held by this pid.
+    Holder(u32),
+    /// An flock this pid waits for (`->` lines).
+    Waiter(u32),
+    /// An open-file-description read lock (pid -1): a nested call running (a gate lock).
+    Reader,
+}
+
+/// What /proc/locks says about the file (dev, ino): holders, waiters, gate readers.
+pub fn locks_on(dev: u64, ino: u64) -> Vec<LockLine> {
+    read_proc_locks().map_or_else(Vec::new, |text| {
+        parse_lock_lines(&text, &lock_id((dev, ino)))
+    })
+}
+
+fn parse_lock_lines(locks: &str, want: &str) -> Vec<LockLine> {
+    locks
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            match fields.as_slice() {
+                [_, "FLOCK", _, "WRITE", pid, id, ..] if id == &want => {
+                    pid.parse().ok().map(LockLine::Holder)
+                }
+                [_, "->", "FLOCK", _, _, pid, id, ..] if id == &want => {
+                    pid.parse().ok().map(LockLine::Waiter)
+                }
+                [_, "OFDLCK", _, "READ", _, id, ..] if id == &want => Some(LockLine::Reader),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// Pids holding an exclusive flock on the file (dev, ino), from /proc/locks, to name
 /// the holder in a message. Read to its end: past one page the kernel hands the list
 /// out a page per read, and a holder further down must not be missed.
@@ -231,6 +268,27 @@ mod tests {
         assert_eq!(parse_locks(text, "fd:00:1234"), vec![812]);
         assert_eq!(parse_locks(text, "00:1a:1234"), vec![67]);
         assert!(parse_locks(text, "fd:00:999").is_empty());
+    }
+
+    #[test]
+    fn lock_lines_table() {
+        let text = "\
+1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF
+1: -> FLOCK  ADVISORY  WRITE 900 fd:00:1234 0 EOF
+2: OFDLCK ADVISORY  READ  -1 fd:00:1234 0 0
+3: OFDLCK ADVISORY  WRITE -1 fd:00:1234 0 0
+4: FLOCK  ADVISORY  WRITE 66 fd:00:12345 0 EOF
+5: POSIX  ADVISORY  WRITE 55 fd:00:1234 0 EOF
+";
+        assert_eq!(
+            parse_lock_lines(text, "fd:00:1234"),
+            [
+                LockLine::Holder(812),
+                LockLine::Waiter(900),
+                LockLine::Reader
+            ]
+        );
+        assert!(parse_lock_lines(text, "fd:00:99").is_empty());
     }
 
     #[test]

@@ -28,4 +28,5 @@ mod restore;
 mod retry;
 mod shim;
 mod source;
+mod status;
 mod ufw;
