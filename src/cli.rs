@@ -78,7 +78,8 @@ pub fn command() -> Command {
                         .help("Only the last DURATION (e.g. 1h, 30min, 2days)"),
                 )
                 .arg(path("log-file", "Read this log file instead of the configured one or journald"))
-                .arg(flag("json", "Print the summary as JSON, for scripts")),
+                .arg(flag("json", "Print the summary as JSON, for scripts"))
+                .arg(flag("prometheus", "Print node_exporter's textfile collector format (counters by event, lock wait and hold histograms, last error time)").conflicts_with("json")),
         )
         .subcommand(
             Command::new("status")
@@ -257,6 +258,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
             since: m.get_one::<std::time::Duration>("since").copied(),
             log_file: m.get_one::<PathBuf>("log-file").cloned(),
             json: m.get_flag("json"),
+            prometheus: m.get_flag("prometheus"),
         }),
         Some(("status", m)) => Action::Status {
             json: m.get_flag("json"),

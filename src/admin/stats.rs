@@ -6,7 +6,7 @@
 //! outside (callers' command lines, paths) is escaped onto one line (`text::printable`).
 
 use crate::log::EventKind;
-use crate::output::{Stream, outln};
+use crate::output::Stream;
 use crate::status::Failure;
 use crate::text::printable;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,6 +18,8 @@ pub struct Options {
     pub since: Option<Duration>,
     pub log_file: Option<PathBuf>,
     pub json: bool,
+    /// node_exporter's textfile collector format instead of the table.
+    pub prometheus: bool,
 }
 
 /// One event of xtlock's log: the xtlock pid, the time (when known) and the fields
@@ -168,10 +170,12 @@ pub fn stats(options: &Options) -> Result<u8, Failure> {
         ignored,
         ..summarize(&lines)
     };
-    match options.json {
-        true => outln!("{}", summary.to_json(&source)),
-        false => crate::output::write(Stream::Stdout, summary.to_table(&source).as_bytes()),
-    }
+    let text = match (options.json, options.prometheus) {
+        (true, _) => format!("{}\n", summary.to_json(&source)),
+        (_, true) => summary.to_prometheus(),
+        _ => summary.to_table(&source),
+    };
+    crate::output::write(Stream::Stdout, text.as_bytes());
     Ok(0)
 }
 
@@ -286,6 +290,33 @@ pub struct Summary {
     pub ignored: usize,
     /// (caller, longest ms, events), longest first, at most 5.
     pub slowest: Vec<(String, u64, usize)>,
+    /// Every call's lock wait and run time under the lock (ms), where the log has them.
+    pub wait_ms: Vec<u64>,
+    pub hold_ms: Vec<u64>,
+    /// When the last event of severity error was logged.
+    pub last_error: Option<SystemTime>,
+}
+
+/// Histogram buckets (seconds) for lock wait and hold: a hand-off is ~2 ms, a table
+/// copy under a storm up to seconds, a timeout 30 s.
+const BUCKETS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+fn histogram(out: &mut String, name: &str, help: &str, values_ms: &[u64]) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} histogram\n"));
+    for le in BUCKETS {
+        let n = values_ms
+            .iter()
+            .filter(|&&ms| ms as f64 / 1000.0 <= le)
+            .count();
+        out.push_str(&format!("{name}_bucket{{le=\"{le}\"}} {n}\n"));
+    }
+    let sum: u64 = values_ms.iter().sum();
+    out.push_str(&format!(
+        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}\n",
+        values_ms.len(),
+        sum as f64 / 1000.0,
+        values_ms.len()
+    ));
 }
 
 impl Summary {
@@ -330,6 +361,67 @@ impl Summary {
                 out += &format!("{:>21} {n:>7}  {}\n", ms, printable(caller));
             }
         }
+        out
+    }
+
+    /// node_exporter's textfile collector format (Prometheus text exposition 0.0.4).
+    /// Counters count the whole log read: run it without --since, and a journal vacuum
+    /// shows as a counter reset, which rate() handles.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::from(
+            "# HELP xtlock_events_total Events in xtlock's log, by kind.\n\
+             # TYPE xtlock_events_total counter\n",
+        );
+        for kind in EventKind::ALL {
+            out.push_str(&format!(
+                "xtlock_events_total{{event=\"{}\",severity=\"{}\"}} {}\n",
+                kind.name(),
+                kind.severity().name(),
+                self.count(*kind)
+            ));
+        }
+        for (name, help, value) in [
+            (
+                "xtlock_retried_calls_total",
+                "Calls that needed a retry.",
+                self.retried_calls,
+            ),
+            (
+                "xtlock_rescued_calls_total",
+                "Retried calls that then succeeded.",
+                self.rescued_calls,
+            ),
+            (
+                "xtlock_ignored_entries_total",
+                "Journal entries under xtlock's name from other programs.",
+                self.ignored,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+            ));
+        }
+        histogram(
+            &mut out,
+            "xtlock_lock_wait_seconds",
+            "Lock wait of the calls the log has (failures; every call under --verbose).",
+            &self.wait_ms,
+        );
+        histogram(
+            &mut out,
+            "xtlock_lock_hold_seconds",
+            "Run time under the lock of the calls the log has.",
+            &self.hold_ms,
+        );
+        let last = self
+            .last_error
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0.0, |d| d.as_secs_f64());
+        out.push_str(&format!(
+            "# HELP xtlock_last_error_timestamp_seconds When xtlock last logged an error (0: never).\n\
+             # TYPE xtlock_last_error_timestamp_seconds gauge\n\
+             xtlock_last_error_timestamp_seconds {last:.3}\n"
+        ));
         out
     }
 
@@ -410,6 +502,23 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
     }
     let mut waits: Vec<u64> = wait_by_call.values().copied().collect();
     waits.sort_unstable();
+    summary.wait_ms = waits.clone();
+    let mut hold_by_call: HashMap<u32, u64> = HashMap::new();
+    for line in lines {
+        if let Some(ms) = line.get("run_ms").and_then(|v| v.parse::<u64>().ok()) {
+            *hold_by_call.entry(line.pid).or_default() += ms;
+        }
+    }
+    summary.hold_ms = hold_by_call.into_values().collect();
+    summary.last_error = lines
+        .iter()
+        .filter(|l| {
+            l.get("event")
+                .and_then(EventKind::from_name)
+                .is_some_and(|k| k.severity() == crate::log::Severity::Error)
+        })
+        .filter_map(|l| l.time)
+        .max();
     if !waits.is_empty() {
         let pick = |q: f64| waits[((waits.len() - 1) as f64 * q).round() as usize];
         summary.wait_p50 = Some(pick(0.5));

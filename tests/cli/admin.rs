@@ -393,3 +393,54 @@ fn doctor_escapes_a_lock_holders_command_line() {
     assert!(held[0].contains("evil\\n\\x1b[2Jholder"), "{report}");
     assert!(!report.contains('\x1b'), "{report}");
 }
+
+/// Issue 18: `stats --prometheus` is node_exporter's textfile format, as Prometheus'
+/// own Python parser reads it, with the counts and buckets of the log it read.
+#[test]
+fn stats_for_prometheus_parse_and_count() {
+    let parser = "import sys\nfrom prometheus_client.parser import text_string_to_metric_families as f\n\
+                  for fam in f(sys.stdin.read()):\n    for s in fam.samples:\n        print(s.name, sorted(s.labels.items()), s.value)\n";
+    let have_parser = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", "import prometheus_client.parser"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !require("python3-prometheus-client", have_parser) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let log = sb.path("x.log");
+    std::fs::write(
+        &log,
+        "2026-11-26T05:34:47.336Z xtlock[5481]: warning: event=retry prog=iptables args=\"-I INPUT\" wait_ms=3 run_ms=2 caller=x\n\
+         2026-11-26T05:34:48.336Z xtlock[5481]: error: event=gave-up prog=iptables args=\"-I INPUT\" wait_ms=40 run_ms=3 caller=x\n\
+         2026-11-26T05:34:49.500Z xtlock[5482]: info: event=failed prog=iptables args=\"-I INPUT\" wait_ms=1500 run_ms=7 caller=y\n",
+    )
+    .unwrap();
+    let out = run(sb
+        .xtlock()
+        .args(["stats", "--prometheus", "--log-file"])
+        .arg(&log));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let parsed = with_input(
+        std::process::Command::new("/usr/bin/python3").args(["-c", parser]),
+        &out.stdout,
+    );
+    let samples = String::from_utf8_lossy(&parsed.stdout).into_owned();
+    assert!(parsed.status.success(), "{}", stderr(&parsed));
+    for want in [
+        "xtlock_events_total [('event', 'retry'), ('severity', 'warning')] 1.0",
+        "xtlock_events_total [('event', 'gave-up'), ('severity', 'error')] 1.0",
+        "xtlock_events_total [('event', 'lock-failed'), ('severity', 'error')] 0.0",
+        "xtlock_retried_calls_total [] 1.0",
+        "xtlock_lock_wait_seconds_bucket [('le', '0.05')] 1.0",
+        "xtlock_lock_wait_seconds_bucket [('le', '5')] 2.0",
+        "xtlock_lock_wait_seconds_count [] 2.0",
+        "xtlock_lock_hold_seconds_sum [] 0.012",
+        "xtlock_last_error_timestamp_seconds [] 1795671288.336",
+    ] {
+        assert!(
+            samples.lines().any(|l| l == want),
+            "{want} not in:\n{samples}"
+        );
+    }
+}
