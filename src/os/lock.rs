@@ -318,11 +318,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.lock");
         let _held = held_at(&path);
+        let start = Instant::now();
         let err = LockFile::open(&path)
             .unwrap()
             .acquire_for(Duration::from_millis(100))
             .err()
             .unwrap();
+        // The waiter waited its whole timeout before giving up.
+        assert!(start.elapsed() >= Duration::from_millis(100), "{err}");
         let text = err.to_string();
         let want = format!(
             "timed out after 0.1s waiting for {} (held by pid {}:",
@@ -338,15 +341,21 @@ mod tests {
         let path = dir.path().join("x.lock");
         let held = held_at(&path);
         let path2 = path.clone();
-        let waiter = std::thread::spawn(move || {
-            LockFile::open(&path2)
+        let (got, waited) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let result = LockFile::open(&path2)
                 .unwrap()
-                .acquire_for(Duration::from_secs(10))
-                .is_ok()
+                .acquire_for(Duration::from_secs(10));
+            let _ = got.send(result.map(drop).map_err(|e| e.to_string()));
         });
-        std::thread::sleep(Duration::from_millis(50));
+        // While we hold it, the waiter must still be waiting (not locked, not failed).
+        assert!(
+            waited.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the waiter did not wait for the holder"
+        );
         drop(held);
-        assert!(waiter.join().unwrap());
+        let result = waited.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(result.is_ok(), "{result:?}");
     }
 
     #[test]
@@ -358,7 +367,8 @@ mod tests {
         let held = stale.acquire_for(Duration::ZERO).unwrap();
         // The lock we hold must be on the file now at the path.
         let fresh = LockFile::open(&path).unwrap();
-        assert!(fresh.acquire_for(Duration::ZERO).is_err());
+        let err = fresh.acquire_for(Duration::ZERO).err();
+        assert!(matches!(err, Some(LockError::TimedOut { .. })), "{err:?}");
         drop(held);
     }
 }

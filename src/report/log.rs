@@ -378,37 +378,92 @@ mod tests {
         );
     }
 
+    /// Runs `f` on a thread and fails (rather than hangs) if it has not returned
+    /// within 30 s: a logger that blocks is what these tests look for.
+    fn returns_within_bounds(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f();
+            let _ = done.send(());
+        });
+        assert!(
+            finished
+                .recv_timeout(std::time::Duration::from_secs(30))
+                .is_ok(),
+            "{what}: the logger blocked"
+        );
+    }
+
     #[test]
     fn a_receiver_that_stopped_reading_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let socket_path = dir.path().join("log.sock");
-        let _never_read = UnixDatagram::bind(&socket_path).unwrap();
+        let never_read = UnixDatagram::bind(&socket_path).unwrap();
         let logger = Logger::new(None, Some(socket_path), None);
         let big = Event::new(EventKind::GaveUp).field("stderr", vec![b'e'; MAX_VALUE]);
         // Far more than the socket queue holds; each send must give up, not wait.
-        for _ in 0..2000 {
-            logger.log(&big);
-        }
+        returns_within_bounds("a full syslog socket", move || {
+            for _ in 0..2000 {
+                logger.log(&big);
+            }
+        });
+        // The first ones did arrive: the sends were made, not skipped.
+        let mut buf = [0u8; 8192];
+        never_read.set_nonblocking(true).unwrap();
+        let n = never_read.recv(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"<27>"), "{:?}", &buf[..n.min(40)]);
     }
 
     #[test]
     fn dead_and_wrong_targets_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: `c` is NUL-terminated and outlives the call.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        for file in [
-            fifo,
-            "/nonexistent/dir/x.log".into(),
-            dir.path().to_path_buf(),
-        ] {
+        let mkfifo = |path: &Path| {
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is NUL-terminated and outlives the call.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        };
+        let log_to = |file: PathBuf| {
             let logger = Logger::new(
                 Some("/nonexistent/journal".into()),
                 Some("/nonexistent/log.sock".into()),
                 Some(file),
             );
             logger.log(&Event::new(EventKind::LockFailed));
+        };
+        // A FIFO nobody reads (opening it for writing would wait for a reader), a
+        // missing directory, a directory: each skipped, none waited for.
+        let fifo = dir.path().join("fifo");
+        mkfifo(&fifo);
+        for file in [
+            fifo,
+            "/nonexistent/dir/x.log".into(),
+            dir.path().to_path_buf(),
+        ] {
+            returns_within_bounds(&file.display().to_string(), move || log_to(file));
         }
+        // A FIFO someone reads: it opens, but it is no log file, so nothing goes in.
+        let read_fifo = dir.path().join("read-fifo");
+        mkfifo(&read_fifo);
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&read_fifo)
+            .unwrap();
+        log_to(read_fifo);
+        let mut got = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut reader, &mut got);
+        assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+        // A symlink, even to a regular file, is not followed (O_NOFOLLOW).
+        let target = dir.path().join("target.log");
+        std::fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.log");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        log_to(link);
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "");
+        // The control: a regular file gets the line, so the skips above were skips.
+        let file = dir.path().join("x.log");
+        log_to(file.clone());
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.ends_with(": error: event=lock-failed\n"), "{text}");
     }
 }

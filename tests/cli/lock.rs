@@ -165,13 +165,22 @@ fn lock_file_that_is_a_directory_is_refused() {
 fn missing_lock_directory_is_created() {
     let sb = Sandbox::with_fake(&["iptables"]);
     let lock = sb.path("run/sub/xtlock.lock");
-    let out = run(sb.shim("iptables").env("XTLOCK_LOCK_FILE", &lock));
+    let mut call = sb.shim("iptables");
+    // The usual umask, whatever the test runner's: the modes below are xtlock's.
+    // SAFETY: umask(2) is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut call, || {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = run(call.env("XTLOCK_LOCK_FILE", &lock));
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(
-        std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777,
-        0o600
-    );
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&lock), 0o600);
+    assert_eq!(mode(lock.parent().unwrap()), 0o755);
+    assert_eq!(mode(&sb.path("run")), 0o755);
 }
 
 #[test]
@@ -194,6 +203,9 @@ fn the_lock_fd_is_not_inherited() {
     let sb = Sandbox::with_fake(&[]);
     let out = run(sb.xtlock().args(["sh", "-c", "ls -l /proc/self/fd/"]));
     let listing = String::from_utf8_lossy(&out.stdout);
+    // The listing is there (stdin is /dev/null), so the lock file's absence means something.
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(listing.contains(" 0 -> /dev/null"), "{listing}");
     assert!(!listing.contains("xtlock.lock"), "{listing}");
 }
 

@@ -74,16 +74,44 @@ fn dead_log_targets_never_fail_the_command() {
 
 #[test]
 fn full_disk_log_file_never_fails_the_command() {
-    if !require("/dev/full", std::path::Path::new("/dev/full").exists()) {
+    // /dev/full is a device, not a log file: skipped before any write.
+    let sb = Sandbox::with_fake(&["iptables"]);
+    if std::path::Path::new("/dev/full").exists() {
+        let out = run(sb
+            .shim("iptables")
+            .env("XTLOCK_LOG_FILE", "/dev/full")
+            .env("FAKE_EXIT", "1")
+            .env("FAKE_STDERR", "x\n"));
+        assert_eq!((code(&out), stderr(&out)), (1, "x\n".to_string()));
+    }
+    // A regular log file on a file system that is full: the write itself fails (ENOSPC).
+    // A one-page tmpfs in a private mount namespace, filled before the call.
+    if !require("root and unshare", is_root() && have("unshare")) {
         return;
     }
-    let sb = Sandbox::with_fake(&["iptables"]);
+    let full = sb.path("full");
+    std::fs::create_dir(&full).unwrap();
+    let script = r#"
+        mount -t tmpfs -o size=4k xtlock-test-full "$1" || exit 100
+        head -c 65536 /dev/zero > "$1/filler" 2>/dev/null
+        iptables -A INPUT; status=$?
+        [ -e "$1/xtlock.log" ] && echo log-created
+        [ -s "$1/xtlock.log" ] || echo log-empty
+        exit $status
+    "#;
     let out = run(sb
-        .shim("iptables")
-        .env("XTLOCK_LOG_FILE", "/dev/full")
+        .command("unshare")
+        .args(["-m", "sh", "-c", script, "sh"])
+        .arg(&full)
+        .env("XTLOCK_LOG_FILE", full.join("xtlock.log"))
         .env("FAKE_EXIT", "1")
         .env("FAKE_STDERR", "x\n"));
     assert_eq!((code(&out), stderr(&out)), (1, "x\n".to_string()));
+    // The logger did open the file and its write failed: the case under test happened.
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "log-created\nlog-empty\n"
+    );
 }
 
 #[test]
