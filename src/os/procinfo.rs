@@ -175,10 +175,18 @@ pub enum LockLine {
 }
 
 /// What /proc/locks says about the file (dev, ino): holders, waiters, gate readers.
+/// Up to three reads, until one shows a holder: a line can shift out of view between two
+/// pages of one read (see `read_proc_locks`), rarely in three reads running.
 pub fn locks_on(dev: u64, ino: u64) -> Vec<LockLine> {
-    read_proc_locks().map_or_else(Vec::new, |text| {
-        parse_lock_lines(&text, &lock_id((dev, ino)))
-    })
+    let id = lock_id((dev, ino));
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        lines = parse_lock_lines(&read_proc_locks().unwrap_or_default(), &id);
+        if lines.iter().any(|l| matches!(l, LockLine::Holder(_))) {
+            break;
+        }
+    }
+    lines
 }
 
 fn parse_lock_lines(locks: &str, want: &str) -> Vec<LockLine> {
@@ -204,10 +212,13 @@ fn parse_lock_lines(locks: &str, want: &str) -> Vec<LockLine> {
 /// the holder in a message. Read to its end: past one page the kernel hands the list
 /// out a page per read, and a holder further down must not be missed.
 pub fn flock_holders(dev: u64, ino: u64) -> Vec<u32> {
-    let Some(locks) = read_proc_locks() else {
-        return Vec::new();
-    };
-    parse_locks(&locks, &lock_id((dev, ino)))
+    locks_on(dev, ino)
+        .into_iter()
+        .filter_map(|line| match line {
+            LockLine::Holder(pid) => Some(pid),
+            _ => None,
+        })
+        .collect()
 }
 
 /// To its end. The kernel's seq_file hands out about a page per read(2) whatever the
@@ -227,21 +238,6 @@ fn read_proc_locks() -> Option<String> {
         }
     }
     String::from_utf8(text).ok()
-}
-
-/// Lines look like `1: FLOCK  ADVISORY  WRITE 812 fd:00:1234 0 EOF`;
-/// waiters are listed as `1: -> FLOCK ...` and are not holders.
-fn parse_locks(locks: &str, want: &str) -> Vec<u32> {
-    locks
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            match fields.as_slice() {
-                [_, "FLOCK", _, "WRITE", pid, id, ..] if id == &want => pid.parse().ok(),
-                _ => None,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -265,9 +261,15 @@ mod tests {
 4: FLOCK  ADVISORY  WRITE 66 fd:00:12345 0 EOF
 5: FLOCK  ADVISORY  WRITE 67 00:1a:1234 0 EOF
 ";
-        assert_eq!(parse_locks(text, "fd:00:1234"), vec![812]);
-        assert_eq!(parse_locks(text, "00:1a:1234"), vec![67]);
-        assert!(parse_locks(text, "fd:00:999").is_empty());
+        let holders = |id| -> Vec<LockLine> {
+            parse_lock_lines(text, id)
+                .into_iter()
+                .filter(|l| matches!(l, LockLine::Holder(_)))
+                .collect()
+        };
+        assert_eq!(holders("fd:00:1234"), [LockLine::Holder(812)]);
+        assert_eq!(holders("00:1a:1234"), [LockLine::Holder(67)]);
+        assert!(holders("fd:00:999").is_empty());
     }
 
     #[test]
