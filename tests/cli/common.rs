@@ -240,6 +240,21 @@ pub fn require(what: &str, available: bool) -> bool {
     false
 }
 
+/// Root, unshare, network namespaces and each of `programs`: what the tests that run
+/// real programs in a private namespace need (a visible skip, or a failure under CI).
+pub fn private_netns_with(programs: &[&str]) -> bool {
+    require("root", is_root())
+        && require("unshare", have("unshare"))
+        && programs.iter().all(|p| require(p, have(p)))
+        && require(
+            "network namespaces",
+            Command::new("unshare")
+                .args(["-n", "true"])
+                .status()
+                .is_ok_and(|s| s.success()),
+        )
+}
+
 /// Is `program` on PATH?
 pub fn have(program: &str) -> bool {
     std::process::Command::new("sh")

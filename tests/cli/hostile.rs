@@ -5,7 +5,6 @@
 use crate::common::*;
 use crate::lock::{hold_lock, wait_for_file};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 /// Item 3: a nested call in a new PID namespace with its own /proc (bwrap, firejail, a
@@ -86,6 +85,29 @@ fn a_holder_does_not_wait_for_a_background_nested_call() {
     );
 }
 
+/// The sandbox's lock file, made immutable (`chattr +i`) until the guard drops; None
+/// (after saying SKIPPED) where the file system cannot.
+fn immutable_lock_file(sb: &Sandbox) -> Option<impl Drop + '_> {
+    struct Mutable<'a>(&'a Sandbox);
+    impl Drop for Mutable<'_> {
+        fn drop(&mut self) {
+            chattr(self.0, "-i");
+        }
+    }
+    fn chattr(sb: &Sandbox, flag: &str) -> bool {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(sb.lock_file())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+    if !require("root", is_root()) || !require("chattr", have("chattr")) {
+        return None;
+    }
+    std::fs::write(sb.lock_file(), "").unwrap();
+    require("chattr +i on the temp dir's file system", chattr(sb, "+i")).then_some(Mutable(sb))
+}
+
 /// Wait up to 10 s; on timeout run `cleanup` (so the old build's stuck call ends) and fail.
 fn wait_bounded_or(
     child: &mut std::process::Child,
@@ -103,57 +125,14 @@ fn wait_bounded_or(
     panic!("pid {} did not end within 10 s", child.id());
 }
 
-/// Item 5: a signal during the retry backoff ends xtlock by that signal, so a shell
-/// loop stops on Ctrl-C.
-#[test]
-fn a_signal_in_the_backoff_is_the_calls_status() {
-    let sb = Sandbox::with_fake(&["iptables"]);
-    let mut child = sb
-        .shim("iptables")
-        .env("XTLOCK_RETRIES", "100")
-        .env("XTLOCK_TIMEOUT", "120")
-        .env("FAKE_FAIL_TIMES", "1000")
-        .env("FAKE_FAIL_STDERR", EAGAIN)
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    // From the 8th attempt on the backoff is 0.5 to 1.5 s: nearly all of the time.
-    while sb.counter() < 8 {
-        assert!(start.elapsed() < Duration::from_secs(30), "no retries");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = wait_bounded(&mut child);
-    assert_eq!(status.signal(), Some(libc::SIGINT), "{status:?}");
-}
-
 /// Item 2: root never runs without the lock. An immutable lock file (`chattr +i`)
 /// refuses a read-write open even to root; xtlock locks it through a read-only one.
 #[test]
 fn root_waits_for_an_immutable_lock_file() {
-    if !require("root", is_root()) || !require("chattr", have("chattr")) {
-        return;
-    }
     let sb = Sandbox::with_fake(&["iptables"]);
-    std::fs::write(sb.lock_file(), "").unwrap();
-    let immutable = |flag: &str| {
-        std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(sb.lock_file())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !require("chattr +i on the temp dir's file system", immutable("+i")) {
+    let Some(_undo) = immutable_lock_file(&sb) else {
         return;
-    }
-    struct Mutable<F: Fn(&str) -> bool>(F);
-    impl<F: Fn(&str) -> bool> Drop for Mutable<F> {
-        fn drop(&mut self) {
-            (self.0)("-i");
-        }
-    }
-    let _undo = Mutable(immutable);
+    };
     // Held by a process that is not our ancestor (an ancestor's lock is ours to join).
     let ready = sb.path("state/ready");
     let mut holder = std::process::Command::new("flock")
@@ -283,21 +262,10 @@ fn a_user_with_cap_net_admin_never_runs_unlocked() {
 /// next caller still waits for a nested call whose holder has returned.
 #[test]
 fn a_read_only_lock_file_still_orders_holders_after_nested_calls() {
-    if !require("root", is_root()) || !require("chattr", have("chattr")) {
-        return;
-    }
     let sb = Sandbox::with_fake(&["iptables"]);
-    std::fs::write(sb.lock_file(), "").unwrap();
-    let chattr = |flag: &str| {
-        std::process::Command::new("chattr")
-            .arg(flag)
-            .arg(sb.lock_file())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !require("chattr +i on the temp dir's file system", chattr("+i")) {
+    let Some(undo) = immutable_lock_file(&sb) else {
         return;
-    }
+    };
     let go = sb.path("state/go");
     let started = sb.path("state/started");
     let script = format!(
@@ -324,7 +292,7 @@ fn a_read_only_lock_file_still_orders_holders_after_nested_calls() {
     let ran_early = sb.counter();
     std::fs::write(&go, "").unwrap();
     let next_status = wait_bounded(&mut next);
-    chattr("-i");
+    drop(undo);
     assert_eq!(holder_status.code(), Some(0));
     assert_eq!(ran_early, 1, "the next caller ran beside the nested call");
     assert_eq!(next_status.code(), Some(0));

@@ -10,7 +10,6 @@
 
 use crate::common::*;
 use std::ffi::{OsStr, OsString};
-use std::process::Command;
 use xtlock::classify::runs_in_our_place;
 use xtlock::classify::{Backend, Effect, Kind, Wait, classify};
 
@@ -94,18 +93,7 @@ fn all_lines_among(lines: &[&str], known: &[(&str, &str)]) -> bool {
 }
 
 fn available() -> bool {
-    require("root", is_root())
-        && require("unshare", have("unshare"))
-        && require("iptables-legacy", have("iptables-legacy"))
-        && require("iptables-nft", have("iptables-nft"))
-        && require("ipset", have("ipset"))
-        && require(
-            "network namespaces",
-            Command::new("unshare")
-                .args(["-n", "true"])
-                .status()
-                .is_ok_and(|s| s.success()),
-        )
+    private_netns_with(&["iptables-legacy", "iptables-nft", "ipset"])
 }
 
 /// Argvs from the pieces real callers use, by a seeded generator.

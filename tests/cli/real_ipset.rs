@@ -4,19 +4,9 @@
 use crate::common::*;
 use crate::lock::hold_lock;
 use crate::real_iptables::in_namespace_of;
-use std::process::Command;
 
 fn available() -> bool {
-    require("root", is_root())
-        && require("unshare", have("unshare"))
-        && require("ipset", have("ipset"))
-        && require(
-            "network namespaces",
-            Command::new("unshare")
-                .args(["-n", "true"])
-                .status()
-                .is_ok_and(|s| s.success()),
-        )
+    private_netns_with(&["ipset"])
 }
 
 /// `ipset save X | sed ... | ipset restore` needs the save to run while the restore

@@ -7,16 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn available(program: &str) -> bool {
-    require("root", is_root())
-        && require("unshare", have("unshare"))
-        && require(program, have(program))
-        && require(
-            "network namespaces",
-            Command::new("unshare")
-                .args(["-n", "true"])
-                .status()
-                .is_ok_and(|s| s.success()),
-        )
+    private_netns_with(&[program])
 }
 
 struct RaceResult {
