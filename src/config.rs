@@ -65,8 +65,19 @@ pub struct Layer {
     pub max_stdin: Option<u64>,
 }
 
+/// The one wording of each range rule, for the file, the environment and the options.
+fn retries_out_of_range(value: impl std::fmt::Display) -> String {
+    format!("retries must be from 0 to {MAX_RETRIES}, not {value}")
+}
+
+fn max_stdin_out_of_range(value: impl std::fmt::Display) -> String {
+    format!("max_stdin must be a number of bytes above 0, not {value}")
+}
+
 impl Layer {
-    /// Values out of range are reported, not applied.
+    /// Values out of range are reported, not applied: the one place every source's
+    /// values are checked (a file's negative numbers fail their conversion first, with
+    /// the same words).
     fn validate(&self) -> Result<(), String> {
         if let Some(t) = self.timeout
             && !(0.0..=MAX_TIMEOUT_SECS).contains(&t)
@@ -78,10 +89,10 @@ impl Layer {
         if let Some(r) = self.retries
             && r > MAX_RETRIES
         {
-            return Err(format!("retries must be from 0 to {MAX_RETRIES}, not {r}"));
+            return Err(retries_out_of_range(r));
         }
         if self.max_stdin == Some(0) {
-            return Err("max_stdin must be more than 0".into());
+            return Err(max_stdin_out_of_range(0));
         }
         if self
             .lock_file
@@ -240,17 +251,12 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
             "timeout" => layer.timeout = Some(seconds(name, value).map_err(at)?),
             "retries" => {
                 let n = integer(name, value).map_err(at)?;
-                layer.retries = Some(u32::try_from(n).map_err(|_| {
-                    at(format!("retries must be from 0 to {MAX_RETRIES}, not {n}"))
-                })?);
+                layer.retries = Some(u32::try_from(n).map_err(|_| at(retries_out_of_range(n)))?);
             }
             "max_stdin" => {
                 let n = integer(name, value).map_err(at)?;
-                layer.max_stdin = Some(u64::try_from(n).map_err(|_| {
-                    at(format!(
-                        "max_stdin must be a number of bytes above 0, not {n}"
-                    ))
-                })?);
+                layer.max_stdin =
+                    Some(u64::try_from(n).map_err(|_| at(max_stdin_out_of_range(n)))?);
             }
             "verbose" => {
                 layer.verbose = Some(
