@@ -237,8 +237,10 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
     })?;
     let mut layer = Layer::default();
     for (key, value) in table.get_ref() {
-        let line = line_of(key.span().start);
-        let at = |problem: String| format!("{line}: {problem}");
+        // The line is counted only for an error: counted for every key, it was a quarter
+        // of the parse (6,300 of 26,600 instructions with all eight keys set).
+        let start = key.span().start;
+        let at = |problem: String| format!("{}: {problem}", line_of(start));
         let value = value.get_ref();
         let name = key.get_ref().as_ref();
         match name {
