@@ -1,8 +1,9 @@
 //! The `xtlock` name: options, then the program to run. (Under any other name xtlock is
 //! a PATH shim and parses nothing; see `lib.rs`.) clap's builder API, not its derive:
 //! the derive would add a proc-macro crate to the build for nothing the builder cannot
-//! say. (Proc macros run at build time; they do not stand in the way of the static,
-//! non-PIE link.)
+//! say. (It would also not build: `.cargo/config.toml` gives the host's target
+//! `+crt-static`, which cargo applies to proc macros too unless `--target` is given;
+//! README, Design notes.)
 
 use crate::config::Layer;
 use crate::invocation::Call;
