@@ -1,4 +1,4 @@
-//! The lock protocol (src/nesting.rs) with each participant SIGKILLed at each of its
+//! The lock protocol (src/os/nesting.rs) with each participant SIGKILLed at each of its
 //! steps: the holder after it took the lock, with its record written and the gate
 //! held, after its program ended (a nested call still running); the nested call once
 //! joined and once its program ended. After each kill: nothing ran twice, no two writers
