@@ -52,3 +52,10 @@ fn unprivileged_help_and_errors_are_the_programs_own() {
 fn a_noflush_restore_fed_by_a_locked_writer_through_a_pipe() {
     case("locked-feeder");
 }
+
+/// Issue 18: a save -> edit -> restore cycle run as one `xtlock sh -c '...'` is one
+/// transaction: a writer adding rules meanwhile loses nothing (bare it loses most).
+#[test]
+fn a_save_edit_restore_cycle_under_one_call_loses_no_concurrent_write() {
+    case("transaction");
+}

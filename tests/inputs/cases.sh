@@ -137,6 +137,39 @@ locked-feeder)
         done
     done
     ;;
+transaction)
+    # Issue 18: a save -> edit -> restore cycle (felix#320's race) beside a writer that
+    # keeps adding rules. Bare, each full restore writes back the table as it was saved
+    # and drops what the writer added in between. Run as one `xtlock sh -c '...'`, the
+    # cycle holds the lock, its own calls join it, and the writer's calls through the
+    # shims wait: nothing is lost.
+    mkdir "$work/shim"
+    for t in iptables-legacy iptables-legacy-save iptables-legacy-restore; do ln -s "$xtlock" "$work/shim/$t"; done
+    cycle='for n in 1 2 3 4 5; do iptables-legacy-save > "$W/saved"; sleep 0.2
+        sed "s/^COMMIT$/-A INPUT -s 192.0.2.$n\/32 -j ACCEPT\nCOMMIT/" "$W/saved" | iptables-legacy-restore || exit 1; done'
+    for mode in bare xtlock; do
+        iptables-legacy -F; rm -f "$work/added" "$work/stop"
+        export W=$work
+        if [ $mode = xtlock ]; then path="$work/shim:$PATH"; else path=$PATH; fi
+        ( i=0; while [ ! -e "$work/stop" ] && [ $i -lt 2000 ]; do i=$((i + 1))
+            PATH=$path iptables-legacy -w -A INPUT -s "10.7.$((i / 250)).$((i % 250))/32" -j DROP && echo "10.7.$((i / 250)).$((i % 250))/32" >> "$work/added"
+          done ) &
+        writer=$!
+        sleep 0.2
+        if [ $mode = xtlock ]; then PATH=$path "$xtlock" sh -c "$cycle"; else PATH=$path sh -c "$cycle"; fi \
+            || fail "$mode: the cycle failed"
+        touch "$work/stop"; wait $writer
+        iptables-legacy-save -t filter > "$work/final"
+        missing=0
+        while read -r addr; do grep -q -- "-s $addr -j DROP" "$work/final" || missing=$((missing + 1)); done < "$work/added"
+        edits=$(grep -c -- '-s 192.0.2.[1-5]/32 -j ACCEPT' "$work/final")
+        [ "$edits" -eq 5 ] || fail "$mode: $edits of 5 edits kept"
+        echo "mode=$mode added=$(wc -l < "$work/added") missing=$missing"
+        eval "${mode}_missing=$missing"
+    done
+    [ "$bare_missing" -gt 0 ] || fail "bare lost nothing: the test cannot tell"
+    [ "$xtlock_missing" -eq 0 ] || fail "through xtlock $xtlock_missing rules were lost"
+    ;;
 *) fail "unknown case" ;;
 esac
 echo "case=$case ok"
