@@ -45,21 +45,20 @@ impl Guard {
 
     /// Never waits: a nested call still running keeps the next holder waiting, not us.
     pub fn release(self) {
-        match &self {
-            Guard::Held { .. } => nesting::checkpoint("holder-done"),
-            Guard::Nested { .. } => nesting::checkpoint("nested-done"),
-            Guard::Unlocked { .. } => {}
-        }
         match self {
-            Guard::Held {
-                held,
-                token: Some(token),
-            } => nesting::close_domain(held.file(), token),
-            Guard::Nested {
-                lock,
-                token: Some(token),
-            } => nesting::leave(lock.file(), token),
-            _ => {}
+            Guard::Held { held, token } => {
+                nesting::checkpoint("holder-done");
+                if token.is_some() {
+                    nesting::close_domain(held.file());
+                }
+            }
+            Guard::Nested { lock, token } => {
+                nesting::checkpoint("nested-done");
+                if let Some(token) = token {
+                    nesting::leave(lock.file(), token);
+                }
+            }
+            Guard::Unlocked { .. } => {}
         }
     }
 }

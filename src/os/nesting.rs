@@ -8,7 +8,7 @@
 //!
 //! | who | steps |
 //! |---|---|
-//! | holder | 1 flock; 2 gate write lock (waits for nested calls of an earlier holder); 3 write the record: a fresh token; 4 gate unlock; 5 run the program with `XTLOCK_TOKEN`; 6 gate write lock if free at once: clear the record if it is still ours; 7 close (releases all) |
+//! | holder | 1 flock; 2 gate write lock (waits for nested calls of an earlier holder); 3 write the record: a fresh token; 4 gate unlock; 5 run the program with `XTLOCK_TOKEN`; 6 gate write lock if free at once (no nested call running): clear the record; 7 close (releases all) |
 //! | nested | 1 gate read lock (waits only while a holder is in 2-4 or 6); 2 the record names our token: run under it (keep the read lock), else unlock and queue as a holder; 3 gate write lock and flock, both if free at once: the last of a finished holder's calls clears the record if still ours; 4 close |
 //!
 //! So a holder never runs until every nested call of the holder before it has finished,
@@ -44,16 +44,17 @@ const RECORD_TAG: &[u8] = b"xtlock-token ";
 
 /// Test hook for the kill tests (tests/cli/protocol.rs): with
 /// `XTLOCK_TEST_CHECKPOINT=STEP:FILE`, a call reaching STEP writes its pid to FILE and
-/// stops there until it is killed. One environment lookup a step otherwise.
+/// stops there until it is killed. One environment lookup a call otherwise.
 pub fn checkpoint(step: &str) {
-    let Some(value) = std::env::var_os("XTLOCK_TEST_CHECKPOINT") else {
-        return;
-    };
-    let value = value.to_string_lossy();
-    let Some((wanted, file)) = value.split_once(':') else {
-        return;
-    };
-    if wanted == step {
+    static HOOK: std::sync::OnceLock<Option<(String, String)>> = std::sync::OnceLock::new();
+    let hook = HOOK.get_or_init(|| {
+        let value = std::env::var_os("XTLOCK_TEST_CHECKPOINT")?;
+        let (wanted, file) = value.to_str()?.split_once(':')?;
+        Some((wanted.to_string(), file.to_string()))
+    });
+    if let Some((wanted, file)) = hook
+        && wanted == step
+    {
         let _ = std::fs::write(file, std::process::id().to_string());
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
@@ -145,10 +146,10 @@ enum Gate {
     Open,
 }
 
-/// Set the gate lock of this open file description; `wait`: F_OFD_SETLKW.
-fn gate(file: &File, kind: Gate, wait: bool) -> io::Result<()> {
-    // SAFETY: flock is plain data; all-zero is a valid value, the fields that matter
-    // are set below.
+/// A lock of `kind` on byte 0: the gate.
+fn byte_zero(kind: Gate) -> libc::flock {
+    // SAFETY: flock is plain data; all-zero is a valid value (and OFD locks require
+    // l_pid 0, fcntl(2)); the fields that matter are set below.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = match kind {
         Gate::Read => libc::F_RDLCK,
@@ -158,7 +159,12 @@ fn gate(file: &File, kind: Gate, wait: bool) -> io::Result<()> {
     lock.l_whence = libc::SEEK_SET as libc::c_short;
     lock.l_start = 0;
     lock.l_len = 1;
-    // OFD locks require l_pid 0 (fcntl(2)), which zeroed() gave.
+    lock
+}
+
+/// Set the gate lock of this open file description; `wait`: F_OFD_SETLKW.
+fn gate(file: &File, kind: Gate, wait: bool) -> io::Result<()> {
+    let lock = byte_zero(kind);
     let command = if wait {
         libc::F_OFD_SETLKW
     } else {
@@ -238,11 +244,7 @@ pub fn open_domain(
 /// nested calls still running comes here.
 fn wait_for_no_readers(file: &File, deadline: Instant) -> io::Result<bool> {
     loop {
-        // SAFETY: flock is plain data; the fields that matter are set below.
-        let mut probe: libc::flock = unsafe { std::mem::zeroed() };
-        probe.l_type = libc::F_WRLCK as libc::c_short;
-        probe.l_whence = libc::SEEK_SET as libc::c_short;
-        probe.l_len = 1;
+        let mut probe = byte_zero(Gate::Write);
         // SAFETY: the fd is open for the life of `file`; `probe` is a valid flock that
         // the kernel overwrites with the first conflicting lock, if any.
         if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut probe) } != 0 {
@@ -258,10 +260,11 @@ fn wait_for_no_readers(file: &File, deadline: Instant) -> io::Result<bool> {
     }
 }
 
-/// Holder, step 6: clear our record unless nested calls still run under it.
-pub fn close_domain(file: &File, token: u64) {
+/// Holder, step 6: clear our record unless nested calls still run under it. Holding the
+/// flock, no other holder can have written one since ours: the record is ours or blank.
+pub fn close_domain(file: &File) {
     if gate(file, Gate::Write, false).is_ok() {
-        clear_record_if(file, token);
+        let _ = file.write_all_at(&[b' '; RECORD_LEN], 0);
     }
 }
 
@@ -396,7 +399,7 @@ mod tests {
         let stranger = open_rw(&path);
         assert!(!join(&stranger, token ^ 1, soon(), None).unwrap());
         // While a nested call runs, the holder leaves its record for the others.
-        close_domain(&holder, token);
+        close_domain(&holder);
         assert_eq!(read_record(&nested), Some(token));
         drop(holder);
         // The next holder waits for the nested call of the one before it.
@@ -432,7 +435,7 @@ mod tests {
     #[test]
     fn a_holder_alone_clears_its_record() {
         let (_dir, path, holder, token) = holder_with_domain();
-        close_domain(&holder, token);
+        close_domain(&holder);
         drop(holder);
         assert!(!join(&open_rw(&path), token, soon(), None).unwrap());
     }
