@@ -143,6 +143,31 @@ impl Sandbox {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 
+    /// A script for `xtlock sh -c`: a nested `iptables -A INPUT -j TARGET` in the
+    /// background that runs until state/go exists, and the script ends as soon as that
+    /// call has started (state/started). Returns the script and the path of go.
+    pub fn background_nested_call(&self, target: &str) -> (String, PathBuf) {
+        let go = self.path("state/go");
+        let started = self.path("state/started");
+        let script = format!(
+            "FAKE_WAIT_FOR={go} FAKE_STARTED={started} iptables -A INPUT -j {target} >/dev/null 2>&1 & \
+             while [ ! -s {started} ]; do sleep 0.01; done",
+            go = go.display(),
+            started = started.display()
+        );
+        (script, go)
+    }
+
+    /// `iptables -A INPUT -j TARGET` through the shim, marking overlaps in state/.
+    pub fn writer(&self, target: &str) -> std::process::Child {
+        self.shim("iptables")
+            .args(["-A", "INPUT", "-j", target])
+            .env("FAKE_BUSY_DIR", self.path("state"))
+            .env("XTLOCK_TIMEOUT", "30")
+            .spawn()
+            .unwrap()
+    }
+
     pub fn counter(&self) -> u32 {
         // 0 also while the fake is writing it.
         std::fs::read_to_string(self.path("state/counter"))

@@ -34,18 +34,10 @@ fn a_nested_call_in_a_new_pid_namespace_joins_its_holder() {
 #[test]
 fn a_holder_does_not_wait_for_a_background_nested_call() {
     let sb = Sandbox::with_fake(&["iptables"]);
-    let started = sb.path("state/started");
-    let go = sb.path("state/go");
-    let script = format!(
-        "FAKE_WAIT_FOR={go} iptables -A INPUT -j DROP >/dev/null 2>&1 & \
-         while [ ! -s {started} ]; do sleep 0.01; done; exit 7",
-        go = go.display(),
-        started = started.display()
-    );
+    let (script, go) = sb.background_nested_call("DROP");
     let mut holder = sb
         .xtlock()
-        .args(["sh", "-c", &script])
-        .env("FAKE_STARTED", &started)
+        .args(["sh", "-c", &format!("{script}; exit 7")])
         .env("FAKE_BUSY_DIR", sb.path("state"))
         .spawn()
         .unwrap();
@@ -57,25 +49,13 @@ fn a_holder_does_not_wait_for_a_background_nested_call() {
     );
     // The next caller waits for the background call (started, not finished), and a
     // SIGTERM ends that wait as it would end the program: by the signal.
-    let mut outsider = sb
-        .shim("iptables")
-        .args(["-A", "INPUT", "-j", "ACCEPT"])
-        .env("FAKE_BUSY_DIR", sb.path("state"))
-        .env("XTLOCK_TIMEOUT", "60")
-        .spawn()
-        .unwrap();
+    let mut outsider = sb.writer("ACCEPT");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(sb.counter(), 1, "the outsider ran beside the nested call");
     unsafe { libc::kill(outsider.id() as i32, libc::SIGTERM) };
     let status = wait_bounded(&mut outsider);
     assert_eq!(status.signal(), Some(libc::SIGTERM), "{status:?}");
-    let mut second = sb
-        .shim("iptables")
-        .args(["-A", "INPUT", "-j", "ACCEPT"])
-        .env("FAKE_BUSY_DIR", sb.path("state"))
-        .env("XTLOCK_TIMEOUT", "60")
-        .spawn()
-        .unwrap();
+    let mut second = sb.writer("ACCEPT");
     std::fs::write(&go, "").unwrap();
     assert_eq!(wait_bounded(&mut second).code(), Some(0));
     assert_eq!(sb.counter(), 2);
@@ -266,14 +246,7 @@ fn a_read_only_lock_file_still_orders_holders_after_nested_calls() {
     let Some(undo) = immutable_lock_file(&sb) else {
         return;
     };
-    let go = sb.path("state/go");
-    let started = sb.path("state/started");
-    let script = format!(
-        "FAKE_WAIT_FOR={go} FAKE_STARTED={started} iptables -A INPUT -j NESTED >/dev/null 2>&1 & \
-         while [ ! -s {started} ]; do sleep 0.01; done",
-        go = go.display(),
-        started = started.display()
-    );
+    let (script, go) = sb.background_nested_call("NESTED");
     let mut holder = sb
         .xtlock()
         .args(["sh", "-c", &script])
@@ -281,13 +254,7 @@ fn a_read_only_lock_file_still_orders_holders_after_nested_calls() {
         .spawn()
         .unwrap();
     let holder_status = wait_bounded_or(&mut holder, || std::fs::write(&go, "").unwrap());
-    let mut next = sb
-        .shim("iptables")
-        .args(["-A", "INPUT", "-j", "NEXT"])
-        .env("FAKE_BUSY_DIR", sb.path("state"))
-        .env("XTLOCK_TIMEOUT", "30")
-        .spawn()
-        .unwrap();
+    let mut next = sb.writer("NEXT");
     std::thread::sleep(Duration::from_millis(300));
     let ran_early = sb.counter();
     std::fs::write(&go, "").unwrap();

@@ -62,13 +62,7 @@ impl Scenario {
 
     /// A caller from outside: must run exactly once, alone, in bounded time.
     fn outsider(&self) -> Child {
-        self.sb
-            .shim("iptables")
-            .args(["-A", "INPUT", "-j", "OUTSIDER"])
-            .env("FAKE_BUSY_DIR", self.sb.path("state"))
-            .env("XTLOCK_TIMEOUT", "30")
-            .spawn()
-            .unwrap()
+        self.sb.writer("OUTSIDER")
     }
 
     fn outsider_runs(&self) {
@@ -119,14 +113,7 @@ fn a_holder_killed_with_its_record_written_and_the_gate_held() {
 #[test]
 fn a_holder_killed_after_its_program_while_a_nested_call_runs() {
     let s = Scenario::new();
-    let go = s.sb.path("state/go");
-    let started = s.sb.path("state/started");
-    let script = format!(
-        "FAKE_WAIT_FOR={go} FAKE_STARTED={started} iptables -A INPUT -j NESTED >/dev/null 2>&1 & \
-         while [ ! -s {started} ]; do sleep 0.01; done",
-        go = go.display(),
-        started = started.display()
-    );
+    let (script, go) = s.sb.background_nested_call("NESTED");
     let mut holder = s.holder("holder-done", &script);
     s.kill_stopped();
     let _ = holder.wait();

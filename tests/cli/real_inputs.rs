@@ -59,3 +59,11 @@ fn a_noflush_restore_fed_by_a_locked_writer_through_a_pipe() {
 fn a_save_edit_restore_cycle_under_one_call_loses_no_concurrent_write() {
     case("transaction");
 }
+
+/// A --noflush restore whose input was pumped while it waited for the lock, then
+/// relayed: status, stdout, stderr and tables as bare (legacy and nft); the feeder and
+/// the program each SIGKILLed mid-way.
+#[test]
+fn a_pumped_and_relayed_restore_input_is_as_bare() {
+    case("relay");
+}

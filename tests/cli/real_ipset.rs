@@ -5,20 +5,23 @@ use crate::common::*;
 use crate::lock::hold_lock;
 use crate::real_iptables::in_namespace_of;
 
-fn available() -> bool {
-    private_netns_with(&["ipset"])
+/// A sandbox with an ipset shim, and the real ipset's path; None (said) without them.
+fn ipset_sandbox() -> Option<(Sandbox, std::path::PathBuf)> {
+    if !private_netns_with(&["ipset"]) {
+        return None;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("ipset");
+    Some((sb, which("ipset")))
 }
 
 /// `ipset save X | sed ... | ipset restore` needs the save to run while the restore
 /// holds the lock: reads never queue. Before, every ipset call was locked.
 #[test]
 fn ipset_reads_run_while_the_lock_is_held_and_writes_wait() {
-    if !available() {
+    let Some((sb, bare)) = ipset_sandbox() else {
         return;
-    }
-    let sb = Sandbox::new();
-    sb.link_shim("ipset");
-    let bare = which("ipset");
+    };
     let script = format!(
         "{bare} create f2b-t hash:ip && {bare} add f2b-t 192.0.2.1 || exit 97\n\
          export XTLOCK_TIMEOUT=2\n\
@@ -66,12 +69,9 @@ fn ipset_reads_run_while_the_lock_is_held_and_writes_wait() {
 /// timeout, the restore holding the lock while it waited for the save's output).
 #[test]
 fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
-    if !available() {
+    let Some((sb, bare)) = ipset_sandbox() else {
         return;
-    }
-    let sb = Sandbox::new();
-    sb.link_shim("ipset");
-    let bare = which("ipset");
+    };
     let script = format!(
         "{bare} create blocklist hash:ip maxelem 65536 || exit 97\n\
          for i in $(seq 0 2999); do echo \"add blocklist 10.9.$((i / 250)).$((i % 250))\"; done | {bare} restore || exit 98\n\
@@ -89,4 +89,43 @@ fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
 
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// The ipset reads that now run in xtlock's place (exec), against bare: status, stdout
+/// and stderr byte for byte, answers and errors alike.
+#[test]
+fn ipset_reads_through_the_shim_are_byte_identical_to_bare() {
+    let Some((sb, bare)) = ipset_sandbox() else {
+        return;
+    };
+    let reads = [
+        "list",
+        "save",
+        "list f2b-t",
+        "-o save list f2b-t",
+        "-name list",
+        "-t list",
+        "save missing",
+        "list -sorted f2b-t",
+        "l",
+        "version",
+        "help",
+    ];
+    let mut script = format!(
+        "{bare} create f2b-t hash:ip && {bare} add f2b-t 192.0.2.1 && {bare} add f2b-t 192.0.2.9 || exit 97\n",
+        bare = bare.display()
+    );
+    for (n, args) in reads.iter().enumerate() {
+        script += &format!(
+            "{bare} {args} > /tmp/b{n}.out 2> /tmp/b{n}.err; echo $? > /tmp/b{n}.status\n\
+             ipset {args} > /tmp/x{n}.out 2> /tmp/x{n}.err; echo $? > /tmp/x{n}.status\n\
+             for f in out err status; do cmp -s /tmp/b{n}.$f /tmp/x{n}.$f || echo \"differs: {args} ($f)\"; done\n",
+            bare = bare.display()
+        );
+    }
+    // /tmp is the namespace's own tmpfs here.
+    let (status, stdout, stderr) =
+        in_namespace_of(&sb, &format!("mount -t tmpfs xt /tmp || exit 96\n{script}"));
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    assert!(!stdout.contains("differs"), "{stdout}");
 }

@@ -170,6 +170,60 @@ transaction)
     [ "$bare_missing" -gt 0 ] || fail "bare lost nothing: the test cannot tell"
     [ "$xtlock_missing" -eq 0 ] || fail "through xtlock $xtlock_missing rules were lost"
     ;;
+relay)
+    # The pumped and relayed input of a --noflush restore that had to wait for the lock,
+    # against bare with the same input: status, stdout, stderr and the tables compared.
+    # Then each participant SIGKILLed: the feeder (the restore sees its input end, as
+    # bare), the program (xtlock ends with its status, 137, as bare; no hang).
+    first='*filter\n:r1 - [0:0]\n'
+    rest='-A r1 -j ACCEPT\n-A nochain -j ACCEPT\nCOMMIT\n*filter\n:r2 - [0:0]\nCOMMIT\n'
+    same() { # same LABEL BARE_STATUS XTLOCK_STATUS
+        [ "$2" = "$3" ] || fail "$1: status bare $2, through xtlock $3"
+        cmp -s "$work/bare.out" "$work/x.out" || fail "$1: stdout differs"
+        cmp -s "$work/bare.err" "$work/x.err" || fail "$1: stderr differs: $(cat "$work/bare.err") / $(cat "$work/x.err")"
+        cmp -s "$work/bare.tables" "$work/x.tables" || fail "$1: the tables differ"
+    }
+    tables() { "iptables-$backend-save" | grep -v '^#' > "$1"; "iptables-$backend" -F; "iptables-$backend" -X; }
+    hold() { "$xtlock" sh -c "touch $work/held; sleep $1" & while [ ! -e "$work/held" ]; do sleep 0.01; done; rm -f "$work/held"; }
+    for backend in legacy nft; do
+        restore=iptables-$backend-restore
+        "iptables-$backend" -F; "iptables-$backend" -X
+        printf '%b' "$first$rest" | "$restore" --noflush > "$work/bare.out" 2> "$work/bare.err"; bare=$?
+        tables "$work/bare.tables"
+        # All of it read while waiting (pumped), then the rest as it comes (relayed).
+        for pause in 0.3 1.5; do
+            hold 1
+            { printf '%b' "$first"; sleep $pause; printf '%b' "$rest"; } | "$xtlock" "$restore" --noflush > "$work/x.out" 2> "$work/x.err"; x=$?
+            wait; tables "$work/x.tables"
+            same "$backend pause $pause" $bare $x
+        done
+        # The feeder dies after the first piece: both see only that much.
+        printf '%b' "$first" | "$restore" --noflush > "$work/bare.out" 2> "$work/bare.err"; bare=$?
+        tables "$work/bare.tables"
+        hold 1
+        { printf '%b' "$first"; exec sleep 30; } | "$xtlock" "$restore" --noflush > "$work/x.out" 2> "$work/x.err" &
+        sleep 0.5; pkill -KILL -f '^sleep 30$'
+        wait $!; x=$?; wait; tables "$work/x.tables"
+        same "$backend feeder killed" $bare $x
+        # The program dies while input is relayed: xtlock ends with its status, at once.
+        hold 0.5
+        { printf '%b' "$first"; sleep 30; } | "$xtlock" "$restore" --noflush > /dev/null 2>&1 &
+        xtl=$! # a pipeline's $! is its last command: xtlock
+        program=
+        for _ in $(seq 300); do
+            program=$(cat /proc/$xtl/task/*/children 2>/dev/null | awk '{print $1}')
+            [ -n "$program" ] && break; sleep 0.1
+        done
+        [ -n "$program" ] || fail "$backend: the program never started"
+        kill -KILL "$program"
+        for _ in $(seq 100); do [ -d /proc/$xtl ] || break; sleep 0.1; done
+        [ -d /proc/$xtl ] && fail "$backend: xtlock still runs after its program died"
+        # bash waits for the whole pipeline, and reports its last command's status.
+        pkill -KILL -f '^sleep 30$'; wait $xtl; status=$?
+        [ $status -eq 137 ] || fail "$backend: xtlock ended $status, not the program's 137"
+        "iptables-$backend" -F; "iptables-$backend" -X
+    done
+    ;;
 *) fail "unknown case" ;;
 esac
 echo "case=$case ok"
