@@ -168,6 +168,20 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// Let another user (a test's `setpriv --reuid=65534`) traverse the sandbox and let
+    /// the fake count its calls; the lock file stays root's.
+    pub fn open_to_other_users(&self) {
+        for (path, mode) in [
+            (self.dir.path().to_path_buf(), 0o755),
+            (self.path("state"), 0o777),
+            (self.path("state/counter"), 0o666),
+            (self.path("state/argv.log"), 0o666),
+        ] {
+            std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .unwrap();
+        }
+    }
+
     pub fn counter(&self) -> u32 {
         // 0 also while the fake is writing it.
         std::fs::read_to_string(self.path("state/counter"))

@@ -215,14 +215,7 @@ fn a_user_with_cap_net_admin_never_runs_unlocked() {
     }
     let sb = Sandbox::with_fake(&["iptables"]);
     assert_eq!(code(&run(&mut sb.shim("iptables"))), 0); // root makes the lock file (0600)
-    for (path, mode) in [
-        (sb.dir.path().to_path_buf(), 0o755),
-        (sb.path("state"), 0o777),
-        (sb.path("state/counter"), 0o666),
-        (sb.path("state/argv.log"), 0o666),
-    ] {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
+    sb.open_to_other_users();
     let out = run(sb
         .command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

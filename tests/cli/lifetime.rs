@@ -471,14 +471,7 @@ fn a_caller_without_access_to_the_lock_runs_as_bare() {
     let sb = Sandbox::with_fake(&["iptables"]);
     // Root made the lock file (0600); nobody may traverse the sandbox and count calls.
     assert_eq!(code(&run(&mut sb.shim("iptables"))), 0);
-    for (path, mode) in [
-        (sb.dir.path().to_path_buf(), 0o755),
-        (sb.path("state"), 0o777),
-        (sb.path("state/counter"), 0o666),
-        (sb.path("state/argv.log"), 0o666),
-    ] {
-        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-    }
+    sb.open_to_other_users();
     let out = run(sb
         .command("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
