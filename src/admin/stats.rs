@@ -282,15 +282,12 @@ pub struct Summary {
     pub retried_calls: usize,
     pub rescued_calls: usize,
     /// Lock wait per call (ms): the largest its events report.
-    pub wait_p50: Option<u64>,
-    pub wait_p99: Option<u64>,
-    pub wait_max: Option<u64>,
-    pub waits: usize,
     /// Journal entries under xtlock's name written by another program: not counted.
     pub ignored: usize,
     /// (caller, longest ms, events), longest first, at most 5.
     pub slowest: Vec<(String, u64, usize)>,
-    /// Every call's lock wait and run time under the lock (ms), where the log has them.
+    /// Every call's lock wait (sorted) and run time under the lock (ms), where the log
+    /// has them.
     pub wait_ms: Vec<u64>,
     pub hold_ms: Vec<u64>,
     /// When the last event of severity error was logged.
@@ -320,6 +317,12 @@ fn histogram(out: &mut String, name: &str, help: &str, values_ms: &[u64]) {
 }
 
 impl Summary {
+    /// The lock wait at quantile `q` (0.5: the median, 1: the max), if any call waited.
+    pub fn wait_at(&self, q: f64) -> Option<u64> {
+        let last = self.wait_ms.len().checked_sub(1)?;
+        Some(self.wait_ms[(last as f64 * q).round() as usize])
+    }
+
     fn count(&self, kind: EventKind) -> usize {
         self.by_kind.get(kind.name()).copied().unwrap_or(0)
     }
@@ -346,11 +349,11 @@ impl Summary {
             "\nrescued: {} of {} retried calls succeeded\n",
             self.rescued_calls, self.retried_calls
         );
-        match (self.wait_p50, self.wait_p99, self.wait_max) {
+        match (self.wait_at(0.5), self.wait_at(0.99), self.wait_at(1.0)) {
             (Some(p50), Some(p99), Some(max)) => {
                 out += &format!(
                     "lock wait over {} calls: p50 {p50} ms, p99 {p99} ms, max {max} ms\n",
-                    self.waits
+                    self.wait_ms.len()
                 )
             }
             _ => out += "lock wait: no figures (verbose logs every call's)\n",
@@ -438,7 +441,7 @@ impl Summary {
             "by_kind": self.by_kind,
             "retried_calls": self.retried_calls,
             "rescued_calls": self.rescued_calls,
-            "lock_wait_ms": {"calls": self.waits, "p50": self.wait_p50, "p99": self.wait_p99, "max": self.wait_max},
+            "lock_wait_ms": {"calls": self.wait_ms.len(), "p50": self.wait_at(0.5), "p99": self.wait_at(0.99), "max": self.wait_at(1.0)},
             "slowest_callers": slowest,
         })
         .to_string()
@@ -500,9 +503,8 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
             *slot = (*slot).max(ms);
         }
     }
-    let mut waits: Vec<u64> = wait_by_call.values().copied().collect();
-    waits.sort_unstable();
-    summary.wait_ms = waits.clone();
+    summary.wait_ms = wait_by_call.into_values().collect();
+    summary.wait_ms.sort_unstable();
     let mut hold_by_call: HashMap<u32, u64> = HashMap::new();
     for line in lines {
         if let Some(ms) = line.get("run_ms").and_then(|v| v.parse::<u64>().ok()) {
@@ -519,13 +521,6 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
         })
         .filter_map(|l| l.time)
         .max();
-    if !waits.is_empty() {
-        let pick = |q: f64| waits[((waits.len() - 1) as f64 * q).round() as usize];
-        summary.wait_p50 = Some(pick(0.5));
-        summary.wait_p99 = Some(pick(0.99));
-        summary.wait_max = waits.last().copied();
-        summary.waits = waits.len();
-    }
     let mut by_caller: BTreeMap<String, (u64, usize)> = BTreeMap::new();
     for line in lines {
         let Some(caller) = line.get("caller") else {
@@ -605,7 +600,7 @@ t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
         assert_eq!(summary.by_kind["failed"], 1);
         assert_eq!(summary.by_kind["lock-failed"], 1);
         assert_eq!(
-            (summary.wait_p50, summary.wait_max),
+            (summary.wait_at(0.5), summary.wait_at(1.0)),
             (Some(100), Some(30000))
         );
         let table = summary.to_table("test");
