@@ -5,6 +5,7 @@
 //! lock is released, so a slow log never holds it.
 
 use crate::attempts::{self, Attempts};
+use crate::batch;
 use crate::classify;
 use crate::config::Config;
 use crate::guard::{self, Guard};
@@ -12,6 +13,7 @@ use crate::input::Prepared;
 use crate::invocation::{Call, with_caller};
 use crate::log::{Event, EventKind, Logger};
 use crate::nesting;
+use crate::queue::{Queue, Ticket};
 use crate::resolve;
 use crate::run::{self, Input, Program};
 use crate::status::{Exit, Failure};
@@ -87,10 +89,45 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         pump.wait_for_input();
     }
 
-    // 4. Lock, or join the caller that holds it for us.
+    // 4. Lock, or join the caller that holds it for us. A single command that could be
+    // committed with others waits in the queue of group commit (`batch`), from which
+    // the holder may run it for us.
     let lock_start = Instant::now();
     let timeout = classify::lock_timeout(&kind, config.timeout);
-    let guard = match guard::take(&config.lock_file, timeout, pump.as_mut()) {
+    let candidate = match &kind {
+        classify::Kind::Command(c) if c.effect == classify::Effect::Write => {
+            batch::candidate(call, &path, backend(), config)
+        }
+        _ => None,
+    };
+    let queue = Queue::of(&config.lock_file);
+    let mut ticket: Option<Ticket> = None;
+    let mut taken = guard::take(&config.lock_file, timeout, pump.as_mut(), &mut || {
+        ticket = queue.enqueue(&candidate.as_ref()?.request);
+        nesting::checkpoint("queued");
+        ticket.as_ref().map(Ticket::wake_fd)
+    });
+    if taken.is_err()
+        && let Some(ticket) = &ticket
+        && !ticket.withdraw()
+    {
+        // A holder took our command before we gave up: its result is ours, applied or
+        // not. Wait for it (or for the lock, to settle it if that holder died) once more.
+        taken = guard::take(&config.lock_file, timeout, None, &mut || {
+            Some(ticket.wake_fd())
+        });
+    }
+    let guard = match taken {
+        Ok(Guard::Served) => {
+            let served = ticket.as_ref().and_then(Ticket::result);
+            if let Some(ticket) = ticket {
+                ticket.finish();
+            }
+            let served = served.ok_or_else(|| {
+                Failure::Own(format!("{}: woken without a result", call.display_name()))
+            })?;
+            return batch::finish_served(served, &call.display_name());
+        }
         Ok(guard) => guard,
         Err(message) => {
             let message = match &pump {
@@ -127,7 +164,36 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     }
     crate::signals::install();
 
-    // 5. Attempts, under the lock; then release it.
+    // 5. Under the lock, the queued commands our command can be committed with run
+    // together with it (group commit).
+    if let (Some(own), Guard::Held { .. }) = (&candidate, &guard)
+        && (ticket.is_some() || !queue.is_idle())
+    {
+        let holder = batch::Holder {
+            queue: &queue,
+            own,
+            ticket: ticket.as_ref(),
+            call,
+            config,
+            lock_fd: guard.fd_for(backend()),
+            deadline: lock_start + timeout,
+        };
+        let led = holder.lead(events);
+        if let batch::Led::Served(served) = led {
+            // Our claimed entry goes before the lock: the next holder would take a
+            // claim with no result for one whose holder died, and run it again.
+            if let Some(ticket) = ticket {
+                ticket.finish();
+            }
+            guard.release();
+            if let Some(signal) = crate::signals::received() {
+                return Ok(Exit::Signal(signal));
+            }
+            return batch::finish_served(served, &call.display_name());
+        }
+    }
+
+    // 6. Attempts, under the lock; then release it.
     let input = match (&prepared, &pump) {
         (Some(Prepared::Buffered(bytes)), _) => Input::Replay(bytes),
         (_, Some(pump)) if !pump.bytes.is_empty() => Input::Relay {
@@ -148,8 +214,11 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     };
     let outcome = attempts::run(&attempts, events);
     guard.release();
+    if let Some(ticket) = ticket {
+        ticket.finish();
+    }
 
-    // 6. Pass the last attempt's stderr and status through.
+    // 7. Pass the last attempt's stderr and status through.
     let outcome = outcome?;
     let attempt = &outcome.attempt;
     if !attempt.stderr_passed {

@@ -199,6 +199,7 @@ fn layer(matches: &ArgMatches) -> Layer {
         syslog_socket: matches.get_one::<PathBuf>("syslog-socket").cloned(),
         journal_socket: matches.get_one::<PathBuf>("journal-socket").cloned(),
         max_stdin: matches.get_one::<u64>("max-stdin").copied(),
+        batch: None,
     }
 }
 

@@ -14,6 +14,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/xtlock.conf";
 pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
 pub const DEFAULT_RETRIES: u32 = 4;
 pub const DEFAULT_MAX_STDIN: u64 = 64 << 20;
+pub const DEFAULT_BATCH: bool = false;
 /// A config file larger than this is not a config file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Longer than any caller waits (fail2ban kills after 60 s); rejects typos like 3e9.
@@ -32,6 +33,8 @@ pub struct Config {
     /// journald's native socket, tried before syslog; None: do not.
     pub journal_socket: Option<PathBuf>,
     pub max_stdin: u64,
+    /// Commit queued single commands together (group commit; see `batch`).
+    pub batch: bool,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             syslog_socket: Some(crate::log::DEFAULT_SYSLOG_SOCKET.into()),
             journal_socket: Some(crate::log::DEFAULT_JOURNAL_SOCKET.into()),
             max_stdin: DEFAULT_MAX_STDIN,
+            batch: DEFAULT_BATCH,
         }
     }
 }
@@ -63,6 +67,7 @@ pub struct Layer {
     /// An empty string turns the journal off.
     pub journal_socket: Option<PathBuf>,
     pub max_stdin: Option<u64>,
+    pub batch: Option<bool>,
 }
 
 /// The one wording of each range rule, for the file, the environment and the options.
@@ -125,6 +130,9 @@ impl Layer {
         }
         if let Some(v) = self.journal_socket {
             config.journal_socket = (!v.as_os_str().is_empty()).then_some(v);
+        }
+        if let Some(v) = self.batch {
+            config.batch = v;
         }
         if let Some(v) = self.max_stdin {
             config.max_stdin = v;
@@ -268,6 +276,10 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
                         .ok_or_else(|| at(wrong_type(name, "true or false", value)))?,
                 )
             }
+            "batch" => {
+                let on = value.as_bool().or_else(|| value.as_str().and_then(switch));
+                layer.batch = Some(on.ok_or_else(|| at(wrong_type(name, "on or off", value)))?);
+            }
             other => {
                 return Err(at(format!(
                     "unknown key `{other}` (known: {})",
@@ -281,7 +293,7 @@ pub fn parse_layer(bytes: &[u8]) -> Result<Layer, String> {
     Ok(layer)
 }
 
-const KNOWN_KEYS: [&str; 8] = [
+const KNOWN_KEYS: [&str; 9] = [
     "lock_file",
     "timeout",
     "retries",
@@ -290,7 +302,17 @@ const KNOWN_KEYS: [&str; 8] = [
     "syslog_socket",
     "journal_socket",
     "max_stdin",
+    "batch",
 ];
+
+/// An on/off switch as admins write it (the file's strings and the environment).
+fn switch(text: &str) -> Option<bool> {
+    match text {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
 
 fn wrong_type(name: &str, want: &str, value: &toml::de::DeValue) -> String {
     format!(
@@ -356,11 +378,19 @@ fn env_layer(env: &dyn Fn(&str) -> Option<OsString>) -> (Layer, Vec<String>) {
         "a number of bytes",
         |l, v| l.max_stdin = Some(v),
     );
-    match env_text(env, "XTLOCK_VERBOSE", w).as_deref() {
-        Some("1" | "true" | "yes" | "on") => layer.verbose = Some(true),
-        Some("0" | "false" | "no" | "off" | "") => layer.verbose = Some(false),
-        Some(v) => w.push(format!("ignoring XTLOCK_VERBOSE={v:?}: use 1 or 0")),
-        None => {}
+    for (name, set) in [
+        (
+            "XTLOCK_VERBOSE",
+            (|l, v| l.verbose = Some(v)) as fn(&mut Layer, bool),
+        ),
+        ("XTLOCK_BATCH", |l, v| l.batch = Some(v)),
+    ] {
+        if let Some(text) = env_text(env, name, w) {
+            match switch(&text) {
+                Some(v) => set(&mut layer, v),
+                None => w.push(format!("ignoring {name}={text:?}: use on or off")),
+            }
+        }
     }
     layer.lock_file = env("XTLOCK_LOCK_FILE")
         .map(PathBuf::from)

@@ -6,7 +6,9 @@
 
 /// Decisions: pure functions of names, argv and text, each with table tests.
 pub mod decide {
+    pub mod batchable;
     pub mod classify;
+    pub mod commit;
     pub mod getopt;
     pub mod personality;
     pub mod restore;
@@ -21,6 +23,7 @@ pub mod os {
     pub mod lock;
     pub mod nesting;
     pub mod procinfo;
+    pub mod queue;
     pub mod resolve;
     pub mod run;
     pub mod signals;
@@ -37,6 +40,7 @@ pub mod report {
 
 /// The flow of one call, and what it is made of.
 pub mod attempts;
+pub mod batch;
 pub mod call;
 pub mod invocation;
 
@@ -45,8 +49,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 
-pub use decide::{classify, getopt, personality, restore, retry, scan};
-pub use os::{guard, input, lock, nesting, procinfo, resolve, run, signals, wait};
+pub use decide::{batchable, classify, commit, getopt, personality, restore, retry, scan};
+pub use os::{guard, input, lock, nesting, procinfo, queue, resolve, run, signals, wait};
 pub use report::{log, output, status, text};
 
 use config::Layer;

@@ -463,6 +463,9 @@ pub fn label(kind: EventKind) -> &'static str {
         EventKind::XtlockFailed => "xtlock errors",
         EventKind::SlowWait => "slow waits",
         EventKind::Config => "config ignored",
+        EventKind::Batch => "batches",
+        EventKind::BatchOutput => "batch warnings",
+        EventKind::BatchUnknown => "batches unknown",
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Guard {
     Nested { lock: LockFile, token: Option<u64> },
     /// A caller that is not root may not open the lock file: run as bare would.
     Unlocked { error: String },
+    /// Our command waited in the queue, and the holder ran it for us (group commit).
+    Served,
 }
 
 impl Guard {
@@ -32,14 +34,14 @@ impl Guard {
         match self {
             Guard::Held { held, .. } => Some(held.file().as_raw_fd()),
             Guard::Nested { lock, .. } => Some(lock.file().as_raw_fd()),
-            Guard::Unlocked { .. } => None,
+            Guard::Unlocked { .. } | Guard::Served => None,
         }
     }
 
     pub fn token(&self) -> Option<u64> {
         match self {
             Guard::Held { token, .. } | Guard::Nested { token, .. } => *token,
-            Guard::Unlocked { .. } => None,
+            Guard::Unlocked { .. } | Guard::Served => None,
         }
     }
 
@@ -58,17 +60,20 @@ impl Guard {
                     nesting::leave(lock.file(), token);
                 }
             }
-            Guard::Unlocked { .. } => {}
+            Guard::Unlocked { .. } | Guard::Served => {}
         }
     }
 }
 
 /// Take the lock for a call, or join the caller that holds it for us, within `timeout`,
-/// with the caller's stdin pumped meanwhile. Err: why the lock could not be had.
+/// with the caller's stdin pumped meanwhile. If it must wait, `queue` may put the call
+/// in the queue of group commit and give the descriptor that wakes it when the holder
+/// has run it for us. Err: why the lock could not be had.
 pub fn take(
     path: &Path,
     timeout: Duration,
     mut pump: Option<&mut StdinPump>,
+    queue: &mut dyn FnMut() -> Option<std::os::fd::RawFd>,
 ) -> Result<Guard, String> {
     let deadline = Instant::now() + timeout;
     let io_failed = |e| LockError::Lock(path.to_path_buf(), e).to_string();
@@ -103,8 +108,11 @@ pub fn take(
             {
                 return Ok(Guard::Nested { lock: busy, token });
             }
-            busy.acquire(deadline, timeout, pump.as_deref_mut())
-                .map_err(|e| e.to_string())?
+            match busy.acquire(deadline, timeout, pump.as_deref_mut(), queue()) {
+                Ok(held) => held,
+                Err(LockError::Served) => return Ok(Guard::Served),
+                Err(e) => return Err(e.to_string()),
+            }
         }
     };
     nesting::checkpoint("holder-locked");

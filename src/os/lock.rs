@@ -25,6 +25,8 @@ pub enum LockError {
         after: Duration,
         holder: Option<String>,
     },
+    /// A queued call's result came while it waited (group commit): no lock needed.
+    Served,
 }
 
 impl fmt::Display for LockError {
@@ -76,6 +78,7 @@ impl fmt::Display for LockError {
                 }
                 Ok(())
             }
+            LockError::Served => write!(f, "served by the holder while waiting"),
         }
     }
 }
@@ -165,16 +168,17 @@ impl LockFile {
     }
 
     /// Take the lock, waiting until `deadline` (`timeout` is for the message), with the
-    /// caller's stdin pumped meanwhile if `pump` is given.
+    /// caller's stdin pumped meanwhile if `pump` is given, or until `wake` is readable.
     pub fn acquire(
         self,
         deadline: Instant,
         timeout: Duration,
         mut pump: Option<&mut StdinPump>,
+        wake: Option<std::os::fd::RawFd>,
     ) -> Result<Held, LockError> {
         let mut lock_file = self;
         loop {
-            lock_file.wait_for_flock(deadline, timeout, pump.as_deref_mut())?;
+            lock_file.wait_for_flock(deadline, timeout, pump.as_deref_mut(), wake)?;
             // If the file was deleted or replaced while we waited, we hold a lock nobody
             // else will ever ask for: open the path again and lock that.
             if lock_file.still_at_path() {
@@ -192,6 +196,7 @@ impl LockFile {
         deadline: Instant,
         timeout: Duration,
         pump: Option<&mut StdinPump>,
+        wake: Option<std::os::fd::RawFd>,
     ) -> Result<(), LockError> {
         match self.file.try_lock() {
             Ok(()) => return Ok(()),
@@ -200,7 +205,8 @@ impl LockFile {
         }
         let lock_error = |e| LockError::Lock(self.path.clone(), e);
         let waiter = self.file.try_clone().map_err(lock_error)?;
-        match wait::until(deadline, pump, move || waiter.lock()).map_err(lock_error)? {
+        match wait::until(deadline, pump, wake, move || waiter.lock()).map_err(lock_error)? {
+            Waited::Woken => Err(LockError::Served),
             Waited::Done(Ok(())) => Ok(()),
             Waited::Done(Err(e)) => Err(lock_error(e)),
             Waited::TimedOut => Err(LockError::TimedOut {
@@ -283,7 +289,7 @@ mod tests {
 
     impl AcquireFor for LockFile {
         fn acquire_for(self, timeout: Duration) -> Result<Held, LockError> {
-            self.acquire(Instant::now() + timeout, timeout, None)
+            self.acquire(Instant::now() + timeout, timeout, None, None)
         }
     }
 

@@ -196,9 +196,9 @@ fn gate_until(
     }
     // A dup shares the open file description, and so the lock it takes.
     let waiter = file.try_clone()?;
-    match wait::until(deadline, pump, move || gate(&waiter, kind, true))? {
+    match wait::until(deadline, pump, None, move || gate(&waiter, kind, true))? {
         Waited::Done(result) => result.map(|()| true),
-        Waited::TimedOut => Ok(false),
+        Waited::TimedOut | Waited::Woken => Ok(false),
     }
 }
 

@@ -88,13 +88,17 @@ impl StdinPump {
 pub enum Waited<T> {
     Done(T),
     TimedOut,
+    /// `wake` became readable first (a queued call's result is ready); `op` may still
+    /// land later: the process exits soon, and the kernel drops its place or its lock.
+    Woken,
 }
 
-/// Run `op` (a blocking lock call) until it returns or `deadline` passes, pumping stdin
-/// meanwhile. `op` runs on a helper thread only if it cannot finish at once.
+/// Run `op` (a blocking lock call) until it returns, `deadline` passes or `wake` is
+/// readable, pumping stdin meanwhile. `op` runs on a helper thread.
 pub fn until<T: Send + 'static>(
     deadline: Instant,
     mut pump: Option<&mut StdinPump>,
+    wake: Option<std::os::fd::RawFd>,
     op: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<Waited<T>> {
     let (done_read, done_write) = std::io::pipe()?;
@@ -124,10 +128,15 @@ pub fn until<T: Send + 'static>(
                 events: libc::POLLIN,
                 revents: 0,
             },
+            libc::pollfd {
+                fd: wake.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
         ];
         let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-        // SAFETY: `fds` is a valid array of two pollfd for the duration of the call.
-        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+        // SAFETY: `fds` is a valid array of three pollfd for the duration of the call.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), 3, ms) };
         if rc < 0 {
             continue; // EINTR
         }
@@ -135,6 +144,9 @@ pub fn until<T: Send + 'static>(
             && let Some(pump) = pump.as_deref_mut()
         {
             pump.take();
+        }
+        if fds[2].revents != 0 && fds[0].revents == 0 {
+            return Ok(Waited::Woken);
         }
         if fds[0].revents != 0 {
             if let Ok(value) = rx.recv() {

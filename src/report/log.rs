@@ -104,6 +104,12 @@ event_kinds! {
     /// xtlock's own failure: 125, 126 or 127.
     XtlockFailed => "xtlock-failed", Error, "xtlock's own failure (125-127)";
     SlowWait => "slow-wait", Info, "waited over 1 s for the lock";
+    /// Queued commands committed together by one holder (`commands`: how many).
+    Batch => "batch", Info, "queued commands committed together";
+    /// A batch committed but printed more than its marks: nobody's to pass on.
+    BatchOutput => "batch-output", Warning, "a committed batch printed a warning";
+    /// A batch may or may not have committed: its callers were told.
+    BatchUnknown => "batch-unknown", Error, "a batch's commit could not be told";
     /// A config file or variable was ignored.
     Config => "config", Warning, "a config file or variable was ignored";
 }

@@ -1,0 +1,430 @@
+//! Group commit: the caller that gets the lock commits the commands queued behind it
+//! (single iptables commands of the same program and table, `batchable`) as one
+//! `*-restore --noflush` transaction, and each queued caller exits with what its
+//! command alone would have given (README, "What every call does").
+//!
+//! - One COMMIT: all or nothing. A batch the restore refuses committed nothing; it is
+//!   split at the line it names (the lines before as a batch, that one alone for its
+//!   exact error, the rest as a batch) or, when it names none, in halves. A command run
+//!   alone runs as the caller would have run it, with today's retries.
+//! - Queue order: commands run in the order they were queued.
+//! - The restore runs in its own process group (callers' groups get killed: fail2ban,
+//!   timeout(1)) and keeps the lock's descriptor; its output goes to a file in the queue,
+//!   so a holder that took over after a crash can judge the batch (`commit::judge`).
+//! - Queued callers learn their result from a file and a FIFO, never by taking the lock.
+
+use crate::classify::Backend;
+use crate::commit::{self, Ended, Judged};
+use crate::config::Config;
+use crate::invocation::{Call, with_caller};
+use crate::log::{Event, EventKind};
+use crate::queue::{Queue, Request, RunRecord, Served, Settled, Ticket};
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// The applets of iptables' multi-call binaries whose single commands a restore of the
+/// same binary can carry (`NAME-restore`).
+const APPLETS: [&str; 6] = [
+    "iptables",
+    "ip6tables",
+    "iptables-legacy",
+    "ip6tables-legacy",
+    "iptables-nft",
+    "ip6tables-nft",
+];
+
+/// Variables that change what iptables does; calls batched together agree on them.
+/// Not `XTABLES_LOCKFILE`: which iptables lock a command takes under xtlock's own lock
+/// decides nothing of what it does (the batch takes the holder's).
+const IPTABLES_ENV: [&str; 5] = [
+    "XTABLES_LIBDIR",
+    "IPTABLES_LIB_DIR",
+    "IP6TABLES_LIB_DIR",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+];
+
+/// The restore reads lines into a 10,240-byte buffer (`restore::fgets_lines`).
+const MAX_LINE: usize = 10_000;
+
+/// A call that may wait in the queue: its request and how to commit it.
+pub struct Candidate {
+    pub request: Request,
+    table: String,
+    restore_arg0: OsString,
+    backend: Backend,
+}
+
+/// Whether this call's command may be committed with others: batching on, a single
+/// command of a known shape (`batchable`) for one of iptables' multi-call binaries,
+/// and a caller whose user and network namespace can be told.
+pub fn candidate(
+    call: &Call,
+    path: &Path,
+    backend: Option<Backend>,
+    config: &Config,
+) -> Option<Candidate> {
+    if !config.batch {
+        return None;
+    }
+    let backend = backend?;
+    let name = crate::classify::dispatch_name(&call.arg0);
+    let (applet, args) = crate::classify::applet(name, &call.args);
+    let applet = applet.to_str().filter(|a| APPLETS.contains(a))?;
+    let batch_line = crate::batchable::batch_line(args)?;
+    if batch_line.line.len() >= MAX_LINE {
+        return None;
+    }
+    let restore_arg0 = OsString::from(format!("{applet}-restore"));
+    let compat = compat_key(path, &restore_arg0, &batch_line.table)?;
+    Some(Candidate {
+        request: Request {
+            compat,
+            program: path.to_path_buf(),
+            arg0: call.arg0.clone(),
+            args: call.args.clone(),
+            line: batch_line.line,
+        },
+        table: batch_line.table,
+        restore_arg0,
+        backend,
+    })
+}
+
+/// Who may be batched with whom: one user, network namespace, program file, restore,
+/// table and iptables environment. None when any of them cannot be told.
+fn compat_key(program: &Path, restore_arg0: &OsStr, table: &str) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let net = std::fs::metadata("/proc/self/ns/net").ok()?;
+    let real = std::fs::metadata(program).ok()?;
+    let env: Vec<String> = IPTABLES_ENV
+        .iter()
+        .map(|name| format!("{name}={:?}", std::env::var_os(name)))
+        .collect();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    Some(format!(
+        "uid={euid} net={}:{} program={}@{}:{} restore={} table={table} {}",
+        net.dev(),
+        net.ino(),
+        program.display(),
+        real.dev(),
+        real.ino(),
+        restore_arg0.to_string_lossy(),
+        env.join(" ")
+    ))
+}
+
+/// What the holder does with its own command.
+pub enum Led {
+    /// Nothing to combine it with: run it as every call runs.
+    Alone,
+    /// It ran, with the others (or was run for us before we got the lock).
+    Served(Served),
+}
+
+/// The holder's side: everything a run needs.
+pub struct Holder<'a> {
+    pub queue: &'a Queue,
+    pub own: &'a Candidate,
+    pub ticket: Option<&'a Ticket>,
+    pub call: &'a Call,
+    pub config: &'a Config,
+    /// Our lock's descriptor, kept by each program we run.
+    pub lock_fd: Option<RawFd>,
+    pub deadline: Instant,
+}
+
+/// One command of a run; `key` None is the holder's own (not queued).
+struct Item {
+    key: Option<String>,
+    request: Request,
+    own: bool,
+}
+
+impl Holder<'_> {
+    /// Under the lock: settle what a holder that died left, then commit our command
+    /// with those queued for the same program and table.
+    pub fn lead(&self, events: &mut Vec<Event>) -> Led {
+        self.queue.recover(settle_orphan);
+        if let Some(served) = self.ticket.and_then(Ticket::result) {
+            return Led::Served(served);
+        }
+        let own_key = self.ticket.map(|t| t.key.as_str());
+        let mut items: Vec<Item> = self
+            .queue
+            .pending()
+            .into_iter()
+            .filter(|(_, request)| request.compat == self.own.request.compat)
+            .map(|(key, request)| Item {
+                own: Some(key.as_str()) == own_key,
+                key: Some(key),
+                request,
+            })
+            .collect();
+        if !items.iter().any(|i| i.own) {
+            items.push(Item {
+                key: None,
+                request: self.own.request.clone(),
+                own: true,
+            });
+        }
+        if items.len() == 1 {
+            // Ours alone: take it out of the queue (we hold the lock, so nobody has
+            // claimed it) and run it as any call.
+            if let Some(ticket) = self.ticket {
+                ticket.withdraw();
+            }
+            return Led::Alone;
+        }
+        items.retain(|item| item.key.as_deref().is_none_or(|key| self.queue.claim(key)));
+        let mut own = None;
+        self.commit(&items, &mut own, events);
+        let e = self
+            .call
+            .event(EventKind::Batch)
+            .field("commands", items.len().to_string())
+            .field("table", &self.own.table);
+        events.push(with_caller(e));
+        Led::Served(own.unwrap_or_else(|| Served::Unknown("it was not run".into())))
+    }
+
+    /// Commit `items` in order, delivering each result as soon as it is known.
+    fn commit(&self, items: &[Item], own: &mut Option<Served>, events: &mut Vec<Event>) {
+        match items {
+            [] => {}
+            [one] => self.single(one, own),
+            _ => match self.restore(items, own, events) {
+                Judged::Refused { at } => {
+                    self.commit(&items[..at], own, events);
+                    self.commit(&items[at..=at], own, events);
+                    self.commit(&items[at + 1..], own, events);
+                }
+                Judged::NothingCommitted => {
+                    let (first, rest) = items.split_at(items.len() / 2);
+                    self.commit(first, own, events);
+                    self.commit(rest, own, events);
+                }
+                // Delivered by `restore`, before its record was removed.
+                Judged::Committed { .. } | Judged::Unknown(_) => {}
+            },
+        }
+    }
+
+    fn deliver(&self, item: &Item, served: Served, own: &mut Option<Served>) {
+        match (&item.key, item.own) {
+            (_, true) => *own = Some(served),
+            (Some(key), false) => self.queue.deliver(key, &served),
+            (None, false) => {}
+        }
+    }
+
+    /// One restore for `items`. A batch that committed (or may have) is delivered here,
+    /// before its record goes: a holder taking over after a crash then judges it again
+    /// from its output, and never runs a command of it a second time.
+    fn restore(&self, items: &[Item], own: &mut Option<Served>, events: &mut Vec<Event>) -> Judged {
+        let kind = format!("restore {}", backend_name(self.own.backend));
+        let record = RunRecord {
+            kind,
+            keys: items.iter().map(|i| i.key.clone()).collect(),
+        };
+        let Ok((id, output)) = self.queue.start_run(&record) else {
+            return Judged::NothingCommitted; // run one by one
+        };
+        crate::nesting::checkpoint("batch-recorded");
+        let lines: Vec<&str> = items.iter().map(|i| i.request.line.as_str()).collect();
+        let input = commit::restore_input(&id, &self.own.table, &lines);
+        let ended = self.run_restore(&input, output);
+        let text = self.queue.run_output(&id);
+        let judged = commit::judge(&id, items.len(), &text, ended, self.own.backend);
+        crate::nesting::checkpoint("batch-judged");
+        match &judged {
+            Judged::Committed { stray_output } => {
+                if *stray_output {
+                    let e = self
+                        .call
+                        .event(EventKind::BatchOutput)
+                        .field("output", &text);
+                    events.push(with_caller(e));
+                }
+                for item in items {
+                    self.deliver(item, Served::success(), own);
+                }
+            }
+            Judged::Unknown(why) => {
+                let e = self
+                    .call
+                    .event(EventKind::BatchUnknown)
+                    .field("commands", items.len().to_string())
+                    .field("why", *why)
+                    .field("output", &text);
+                events.push(with_caller(e));
+                let served = Served::Unknown(format!("the batch that carried it: {why}"));
+                for item in items {
+                    self.deliver(item, served.clone(), own);
+                }
+            }
+            Judged::Refused { .. } | Judged::NothingCommitted => {}
+        }
+        self.queue.end_run(&id);
+        judged
+    }
+
+    /// Spawn `NAME-restore --noflush --verbose` with `input`, in its own process group,
+    /// keeping the lock's descriptor, its output into `output`. None: it did not run.
+    fn run_restore(&self, input: &[u8], output: std::fs::File) -> Option<Ended> {
+        let mut command = Command::new(&self.own.request.program);
+        command
+            .arg0(&self.own.restore_arg0)
+            .args(["--noflush", "--verbose"])
+            .stdin(Stdio::piped())
+            .stdout(output.try_clone().ok()?)
+            .stderr(output);
+        let mut child = spawn_keeping_lock(&mut command, self.lock_fd).ok()?;
+        crate::nesting::checkpoint("batch-started");
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(input);
+        }
+        let status = child.wait().ok()?;
+        Some(match status.signal() {
+            Some(signal) => Ended::Signaled(signal),
+            None => Ended::Exited(status.code().unwrap_or(1)),
+        })
+    }
+
+    /// Run one command alone, as its caller would have, with today's retries; its
+    /// stdout and stderr kept for its caller.
+    fn single(&self, item: &Item, own: &mut Option<Served>) {
+        let record = RunRecord {
+            kind: "single".into(),
+            keys: vec![item.key.clone()],
+        };
+        let Ok((id, _)) = self.queue.start_run(&record) else {
+            let why = "the queue could not record its run".into();
+            return self.deliver(item, Served::Unknown(why), own);
+        };
+        crate::nesting::checkpoint("single-recorded");
+        let served = self.run_with_retries(&item.request);
+        self.deliver(item, served, own);
+        self.queue.end_run(&id);
+    }
+
+    fn run_with_retries(&self, request: &Request) -> Served {
+        use crate::retry::{self, Step};
+        let max_attempts = self.config.retries + 1;
+        let mut attempt_no = 1;
+        loop {
+            let mut command = Command::new(&request.program);
+            command
+                .arg0(&request.arg0)
+                .args(&request.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            let output = match spawn_keeping_lock(&mut command, self.lock_fd)
+                .and_then(|child| child.wait_with_output())
+            {
+                Ok(output) => output,
+                Err(e) => {
+                    let failure = crate::status::Failure::cannot_run(&request.program, &e);
+                    return Served::Unknown(failure.message().to_string());
+                }
+            };
+            let status = output.status.into_raw();
+            let verdict = retry::classify(output.status.code(), &output.stderr, None);
+            let delay = retry::backoff(attempt_no, fastrand::f64());
+            let step = retry::next_step(
+                verdict,
+                attempt_no,
+                max_attempts,
+                Instant::now() + delay <= self.deadline,
+                crate::signals::received().is_some(),
+                false,
+            );
+            if step == Step::Retry && crate::signals::sleep_unless_signalled(delay).is_none() {
+                attempt_no += 1;
+                continue;
+            }
+            return Served::Ran {
+                status,
+                stdout: output.stdout,
+                stderr: output.stderr,
+            };
+        }
+    }
+}
+
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Legacy => "legacy",
+        Backend::Nft => "nft",
+    }
+}
+
+/// A run whose holder died, judged by the holder that took over (the program it ran
+/// has exited: it kept the lock's descriptor). Its output file says how far it got.
+fn settle_orphan(record: &RunRecord, id: &str, output: &[u8]) -> Settled {
+    let backend = match record.kind.as_str() {
+        "restore legacy" => Backend::Legacy,
+        "restore nft" => Backend::Nft,
+        _ => {
+            return Settled::Deliver(Served::Unknown(
+                "the holder that was running it alone died".into(),
+            ));
+        }
+    };
+    match commit::judge(id, record.keys.len(), output, None, backend) {
+        Judged::Committed { .. } => Settled::Deliver(Served::success()),
+        Judged::Refused { .. } | Judged::NothingCommitted => Settled::Requeue,
+        Judged::Unknown(why) => Settled::Deliver(Served::Unknown(format!(
+            "the batch that carried it, whose holder died: {why}"
+        ))),
+    }
+}
+
+/// Spawn with our lock's descriptor left open in the program (a copy without
+/// close-on-exec, closed here once it is started), in a process group of its own.
+fn spawn_keeping_lock(
+    command: &mut Command,
+    lock_fd: Option<RawFd>,
+) -> std::io::Result<std::process::Child> {
+    command.process_group(0);
+    // SAFETY: dup of a descriptor we hold open; the copy is closed below.
+    let copy = lock_fd.map(|fd| unsafe { libc::dup(fd) });
+    let child = command.spawn();
+    if let Some(fd) = copy.filter(|&fd| fd >= 0) {
+        // SAFETY: `fd` is the copy made above, ours alone.
+        unsafe { libc::close(fd) };
+    }
+    child
+}
+
+/// The result of a queued call, as its exit: stdout and stderr written as the program
+/// wrote them, then its status; or xtlock's own failure when nobody can say.
+pub fn finish_served(
+    served: Served,
+    name: &str,
+) -> Result<crate::status::Exit, crate::status::Failure> {
+    match served {
+        Served::Ran {
+            status,
+            stdout,
+            stderr,
+        } => {
+            let _ = std::io::stdout().write_all(&stdout);
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().write_all(&stderr);
+            Ok(crate::status::Exit::Status(crate::status::shell_status(
+                status,
+            )))
+        }
+        Served::Unknown(why) => Err(crate::status::Failure::Own(format!(
+            "{name}: whether the command was applied is unknown ({why}); check with -C"
+        ))),
+    }
+}

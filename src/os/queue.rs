@@ -1,0 +1,571 @@
+//! The queue of group commit: single commands waiting for the lock, so that the caller
+//! who gets it can commit them together (`batch`). One directory beside the lock file,
+//! root's alone (0700); each waiting call is a key (time, pid, random) that sorts in
+//! queue order, and files named by it:
+//!
+//! | file    | made by         | means                                                    |
+//! |---------|-----------------|----------------------------------------------------------|
+//! | `e-KEY` | the waiting call | pending: its request; it holds an flock on it while alive |
+//! | `w-KEY` | the waiting call | a FIFO it polls: a byte there says `r-KEY` is ready       |
+//! | `c-KEY` | a holder        | claimed: renamed from `e-KEY`, under the lock              |
+//! | `r-KEY` | a holder        | the result: status, stdout, stderr                         |
+//! | `b-ID`  | a holder        | a run in flight: its keys in order; `o-ID` its output      |
+//!
+//! Claims and runs happen only under the lock, so a holder sees the queue still. A
+//! waiting call withdraws by unlinking `e-KEY`: that and the claim's rename cannot
+//! both succeed, so a command is either its owner's to report as not run, or a holder's
+//! to run, never both. A holder that dies leaves `b-ID`; the next holder (once the
+//! program it ran has exited: it kept the lock's descriptor) settles it first.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// A queued command: what a holder needs to run it, and with whom it may be batched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// Equal for calls that one restore may carry: same user, network namespace,
+    /// program file, restore name, table and iptables environment (`batch::compat`).
+    pub compat: String,
+    pub program: PathBuf,
+    pub arg0: OsString,
+    pub args: Vec<OsString>,
+    /// The command as a restore line (`batchable`), its table in `compat`.
+    pub line: String,
+}
+
+const REQUEST_TAG: &[u8] = b"xtlock-request-1";
+
+impl Request {
+    fn encode(&self) -> Vec<u8> {
+        let mut fields: Vec<&[u8]> = vec![
+            REQUEST_TAG,
+            self.compat.as_bytes(),
+            self.program.as_os_str().as_bytes(),
+            self.arg0.as_bytes(),
+            self.line.as_bytes(),
+        ];
+        fields.extend(self.args.iter().map(|a| a.as_bytes()));
+        let mut bytes = fields.join(&0u8);
+        bytes.push(0);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Request> {
+        let mut fields = bytes.strip_suffix(&[0])?.split(|&b| b == 0);
+        (fields.next()? == REQUEST_TAG).then_some(())?;
+        let text = |f: &[u8]| String::from_utf8(f.to_vec()).ok();
+        Some(Request {
+            compat: text(fields.next()?)?,
+            program: PathBuf::from(OsStr::from_bytes(fields.next()?)),
+            arg0: OsString::from_vec(fields.next()?.to_vec()),
+            line: text(fields.next()?)?,
+            args: fields.map(|f| OsString::from_vec(f.to_vec())).collect(),
+        })
+    }
+}
+
+/// What a waiting call gets back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Served {
+    /// The command ran (alone or in a batch): its wait status and output.
+    Ran {
+        status: i32,
+        stdout: Vec<u8>,
+        stderr: Vec<u8>,
+    },
+    /// Nobody can say whether it was applied; why, for the caller's message.
+    Unknown(String),
+}
+
+impl Served {
+    pub fn success() -> Served {
+        Served::Ran {
+            status: 0,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        }
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Served::Ran {
+                status,
+                stdout,
+                stderr,
+            } => {
+                let mut bytes =
+                    format!("ran {status} {} {}\n", stdout.len(), stderr.len()).into_bytes();
+                bytes.extend_from_slice(stdout);
+                bytes.extend_from_slice(stderr);
+                bytes
+            }
+            Served::Unknown(why) => format!("unknown {why}\n").into_bytes(),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Served> {
+        let end = bytes.iter().position(|&b| b == b'\n')?;
+        let head = std::str::from_utf8(&bytes[..end]).ok()?;
+        let body = &bytes[end + 1..];
+        if let Some(why) = head.strip_prefix("unknown ") {
+            return Some(Served::Unknown(why.to_string()));
+        }
+        let mut words = head.strip_prefix("ran ")?.split(' ');
+        let status = words.next()?.parse().ok()?;
+        let out_len: usize = words.next()?.parse().ok()?;
+        let err_len: usize = words.next()?.parse().ok()?;
+        (body.len() == out_len + err_len).then(|| Served::Ran {
+            status,
+            stdout: body[..out_len].to_vec(),
+            stderr: body[out_len..].to_vec(),
+        })
+    }
+}
+
+/// The queue directory of a lock file.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    dir: PathBuf,
+}
+
+/// A key that sorts in queue order: nanoseconds, pid, and randomness for ties.
+fn new_key() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{nanos:020}-{:010}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    )
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Write `bytes` to `path` whole or not at all (a temporary name, then rename).
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_file_name(format!("t-{}", new_key()));
+    let result = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Is the owner of this entry file still alive (it holds an flock on it)?
+fn owner_alive(path: &Path) -> bool {
+    match open_nofollow(path) {
+        Ok(file) => matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
+}
+
+impl Queue {
+    pub fn of(lock_file: &Path) -> Queue {
+        let mut dir = lock_file.as_os_str().to_owned();
+        dir.push(".queue");
+        Queue {
+            dir: PathBuf::from(dir),
+        }
+    }
+
+    /// The directory, made if missing; None unless it is ours alone (a directory, not
+    /// a link, owned by our user, open to no one else): others' requests run as us.
+    fn ready(&self, create: bool) -> Option<&Path> {
+        if create {
+            let _ = std::fs::DirBuilder::new().mode(0o700).create(&self.dir);
+        }
+        let meta = std::fs::symlink_metadata(&self.dir).ok()?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        (meta.is_dir() && meta.uid() == euid && meta.mode() & 0o077 == 0).then_some(&self.dir)
+    }
+
+    fn path(&self, prefix: &str, key: &str) -> PathBuf {
+        self.dir.join(format!("{prefix}-{key}"))
+    }
+
+    /// Queue a request; None if the queue cannot be used (then the call waits alone).
+    pub fn enqueue(&self, request: &Request) -> Option<Ticket> {
+        let dir = self.ready(true)?;
+        let key = new_key();
+        let fifo = self.path("w", &key);
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_bytes()).ok()?;
+        // SAFETY: a valid NUL-terminated path.
+        if unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) } != 0 {
+            return None;
+        }
+        // Read and write: our own writer end keeps it from ever reading EOF, and a
+        // holder's open for writing never blocks.
+        let wake = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(&fifo);
+        let entry = self.path("e", &key);
+        let tmp = dir.join(format!("t-{key}"));
+        let made = (|| {
+            let wake = wake?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&request.encode())?;
+            file.lock()?; // alive while we are
+            std::fs::rename(&tmp, &entry)?;
+            Ok::<_, io::Error>(Ticket {
+                queue: self.clone(),
+                key: key.clone(),
+                _entry: file,
+                wake,
+            })
+        })();
+        if made.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&fifo);
+        }
+        made.ok()
+    }
+
+    /// Requests waiting now, in queue order, with their keys. Entries whose owner died
+    /// are removed on the way (it can report nothing, so its command is not run).
+    pub fn pending(&self) -> Vec<(String, Request)> {
+        let mut found = Vec::new();
+        for key in self.keys("e") {
+            let path = self.path("e", &key);
+            if !owner_alive(&path) {
+                self.remove(&key);
+                continue;
+            }
+            let request = std::fs::read(&path).ok().and_then(|b| Request::decode(&b));
+            if let Some(request) = request {
+                found.push((key, request));
+            }
+        }
+        found
+    }
+
+    /// Keys of files `prefix-KEY`, sorted.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let Some(dir) = self.ready(false) else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|name| Some(name.strip_prefix(&format!("{prefix}-"))?.to_string()))
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Nothing waits and nothing is in flight: the common case, one readdir.
+    pub fn is_idle(&self) -> bool {
+        let Some(dir) = self.ready(false) else {
+            return true;
+        };
+        std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+    }
+
+    /// Take a pending request for a run (under the lock). False: its owner withdrew it.
+    pub fn claim(&self, key: &str) -> bool {
+        std::fs::rename(self.path("e", key), self.path("c", key)).is_ok()
+    }
+
+    /// Give a claimed request back to the queue: nothing of it was applied.
+    fn unclaim(&self, key: &str) {
+        let _ = std::fs::rename(self.path("c", key), self.path("e", key));
+    }
+
+    /// Hand a result to the waiting call of `key` and wake it.
+    pub fn deliver(&self, key: &str, served: &Served) {
+        if write_atomically(&self.path("r", key), &served.encode()).is_err() {
+            return; // it finds no result, takes the lock itself and learns it there
+        }
+        let fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+            .open(self.path("w", key));
+        if let Ok(mut fifo) = fifo {
+            let _ = fifo.write(b"!");
+        }
+    }
+
+    fn remove(&self, key: &str) {
+        for prefix in ["e", "c", "r", "w"] {
+            let _ = std::fs::remove_file(self.path(prefix, key));
+        }
+    }
+
+    /// Record a run before it starts: `keys` in order (None: the holder's own command).
+    /// Its program's output goes to the returned file, which a holder taking over reads.
+    pub fn start_run(&self, what: &RunRecord) -> io::Result<(String, File)> {
+        let id = new_key();
+        let output = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(self.path("o", &id))?;
+        write_atomically(&self.path("b", &id), what.encode().as_bytes())?;
+        Ok((id, output))
+    }
+
+    /// What the run's program wrote.
+    pub fn run_output(&self, id: &str) -> Vec<u8> {
+        std::fs::read(self.path("o", id)).unwrap_or_default()
+    }
+
+    /// The run is settled (its results delivered, or its requests given back).
+    pub fn end_run(&self, id: &str) {
+        let _ = std::fs::remove_file(self.path("b", id));
+        let _ = std::fs::remove_file(self.path("o", id));
+    }
+
+    /// Settle what a holder that died left behind: each run it recorded, judged by
+    /// `judge` from its record and output; then claimed requests in no run go back to
+    /// the queue, and files of calls that died are removed.
+    pub fn recover(&self, judge: impl Fn(&RunRecord, &str, &[u8]) -> Settled) {
+        for id in self.keys("b") {
+            let record = std::fs::read_to_string(self.path("b", &id))
+                .ok()
+                .and_then(|t| RunRecord::decode(&t));
+            let output = std::fs::read(self.path("o", &id)).unwrap_or_default();
+            if let Some(record) = record {
+                let settled = judge(&record, &id, &output);
+                for key in record.keys.iter().flatten() {
+                    match &settled {
+                        Settled::Requeue => self.unclaim(key),
+                        Settled::Deliver(served) => self.deliver(key, served),
+                    }
+                }
+            }
+            self.end_run(&id);
+        }
+        for key in self.keys("c") {
+            if !self.path("r", &key).exists() {
+                self.unclaim(&key);
+            }
+        }
+        // A call that died leaves its files; one that lives collects them itself.
+        for prefix in ["c", "r", "w"] {
+            for key in self.keys(prefix) {
+                if !["e", "c"].iter().any(|p| owner_alive(&self.path(p, &key))) {
+                    self.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// What a recovered run comes to, for its requests.
+pub enum Settled {
+    Requeue,
+    Deliver(Served),
+}
+
+/// The record of a run in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// `restore legacy|nft` for a batch, `single` for one command run alone.
+    pub kind: String,
+    /// The requests it carries in order; None for the holder's own command.
+    pub keys: Vec<Option<String>>,
+}
+
+impl RunRecord {
+    fn encode(&self) -> String {
+        let keys: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| k.as_deref().unwrap_or("-"))
+            .collect();
+        format!("{}\n{}\n", self.kind, keys.join(" "))
+    }
+
+    fn decode(text: &str) -> Option<RunRecord> {
+        let (kind, keys) = text.strip_suffix('\n')?.split_once('\n')?;
+        Some(RunRecord {
+            kind: kind.to_string(),
+            keys: keys
+                .split(' ')
+                .filter(|k| !k.is_empty())
+                .map(|k| (k != "-").then(|| k.to_string()))
+                .collect(),
+        })
+    }
+}
+
+/// A waiting call's place in the queue; dropping it does not remove the files
+/// (`finish` does), so a call that dies leaves them for the next holder to clear.
+pub struct Ticket {
+    queue: Queue,
+    pub key: String,
+    _entry: File,
+    wake: File,
+}
+
+impl Ticket {
+    /// Readable when a holder has delivered our result.
+    pub fn wake_fd(&self) -> RawFd {
+        self.wake.as_raw_fd()
+    }
+
+    pub fn result(&self) -> Option<Served> {
+        let mut bytes = Vec::new();
+        open_nofollow(&self.queue.path("r", &self.key))
+            .ok()?
+            .read_to_end(&mut bytes)
+            .ok()?;
+        Served::decode(&bytes)
+    }
+
+    /// Still ours to run or to report as not run (no holder took it)?
+    pub fn is_pending(&self) -> bool {
+        self.queue.path("e", &self.key).exists()
+    }
+
+    /// Take our request out of the queue. False: a holder has claimed it, and its
+    /// result is the command's (it may be applied).
+    pub fn withdraw(&self) -> bool {
+        std::fs::remove_file(self.queue.path("e", &self.key)).is_ok()
+    }
+
+    /// Remove our files.
+    pub fn finish(self) {
+        self.queue.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_and_result_round_trip() {
+        let request = Request {
+            compat: "uid=0 net=4:1 filter".into(),
+            program: "/usr/sbin/iptables".into(),
+            arg0: "iptables".into(),
+            args: vec!["-A".into(), "".into(), "a b\nc".into()],
+            line: "-A INPUT -j DROP".into(),
+        };
+        assert_eq!(Request::decode(&request.encode()), Some(request));
+        for served in [
+            Served::success(),
+            Served::Ran {
+                status: 256,
+                stdout: b"x\n".to_vec(),
+                stderr: b"iptables: Bad rule\n\0".to_vec(),
+            },
+            Served::Unknown("the restore died".into()),
+        ] {
+            assert_eq!(Served::decode(&served.encode()), Some(served));
+        }
+        let record = RunRecord {
+            kind: "restore nft".into(),
+            keys: vec![Some("1-2-3".into()), None],
+        };
+        assert_eq!(RunRecord::decode(&record.encode()), Some(record));
+        assert_eq!(Served::decode(b"ran 0 5 0\nab"), None, "short body");
+    }
+
+    #[test]
+    fn withdraw_and_claim_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::of(&dir.path().join("lock"));
+        let request = Request {
+            compat: "c".into(),
+            program: "/bin/true".into(),
+            arg0: "true".into(),
+            args: vec![],
+            line: "-N x".into(),
+        };
+        let first = queue.enqueue(&request).unwrap();
+        let second = queue.enqueue(&request).unwrap();
+        let keys: Vec<String> = queue.pending().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, [first.key.clone(), second.key.clone()], "queue order");
+        assert!(queue.claim(&first.key));
+        assert!(!first.withdraw(), "claimed: not ours to withdraw");
+        assert!(second.withdraw());
+        assert!(!queue.claim(&second.key), "withdrawn: not a holder's");
+        queue.deliver(&first.key, &Served::success());
+        assert_eq!(first.result(), Some(Served::success()));
+        let mut fds = [libc::pollfd {
+            fd: first.wake_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd.
+        assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) }, 1, "woken");
+        first.finish();
+        second.finish();
+        assert!(queue.is_idle());
+    }
+
+    #[test]
+    fn a_dead_owner_is_dropped_and_a_dead_holder_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::of(&dir.path().join("lock"));
+        let request = Request {
+            compat: "c".into(),
+            program: "/bin/true".into(),
+            arg0: "true".into(),
+            args: vec![],
+            line: "-N x".into(),
+        };
+        let gone = queue.enqueue(&request).unwrap();
+        let gone_key = gone.key.clone();
+        drop(gone); // its flock goes with it, as with a process that died
+        let live = queue.enqueue(&request).unwrap();
+        let pending = queue.pending();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].0, live.key);
+        assert!(
+            !queue.path("w", &gone_key).exists(),
+            "a dead call's files go"
+        );
+        // A holder claimed it, recorded a run, and died.
+        assert!(queue.claim(&live.key));
+        let record = RunRecord {
+            kind: "restore legacy".into(),
+            keys: vec![None, Some(live.key.clone())],
+        };
+        let (id, mut output) = queue.start_run(&record).unwrap();
+        output.write_all(b"some output").unwrap();
+        queue.recover(|seen, seen_id, out| {
+            assert_eq!(
+                (seen, seen_id, out),
+                (&record, id.as_str(), &b"some output"[..])
+            );
+            Settled::Requeue
+        });
+        assert!(live.is_pending(), "given back to the queue");
+        assert!(!queue.path("b", &id).exists());
+        // A claim with no record (the holder died before it wrote one) goes back too.
+        assert!(queue.claim(&live.key));
+        queue.recover(|_, _, _| unreachable!());
+        assert!(live.is_pending());
+        live.finish();
+    }
+}
