@@ -185,11 +185,23 @@ impl Holder<'_> {
         items.retain(|item| item.key.as_deref().is_none_or(|key| self.queue.claim(key)));
         let mut own = None;
         self.commit(&items, &mut own, events);
-        let e = self
+        let mut e = self
             .call
             .event(EventKind::Batch)
             .field("commands", items.len().to_string())
             .field("table", &self.own.table);
+        if self.config.verbose {
+            // Which calls were combined, in queue order (ours: our pid).
+            let pids: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    let key = i.key.as_deref();
+                    let pid = key.and_then(crate::queue::pid_of_key);
+                    pid.unwrap_or(std::process::id()).to_string()
+                })
+                .collect();
+            e = e.field("pids", pids.join(","));
+        }
         events.push(with_caller(e));
         Led::Served(own.unwrap_or_else(|| Served::Unknown("it was not run".into())))
     }
@@ -216,11 +228,16 @@ impl Holder<'_> {
         }
     }
 
-    fn deliver(&self, item: &Item, served: Served, own: &mut Option<Served>) {
+    /// False: its result could not be written (the run's record must then stay, for
+    /// the next holder to deliver it from there, never to run it again).
+    fn deliver(&self, item: &Item, served: Served, own: &mut Option<Served>) -> bool {
         match (&item.key, item.own) {
-            (_, true) => *own = Some(served),
+            (_, true) => {
+                *own = Some(served);
+                true
+            }
             (Some(key), false) => self.queue.deliver(key, &served),
-            (None, false) => {}
+            (None, false) => true,
         }
     }
 
@@ -243,6 +260,7 @@ impl Holder<'_> {
         let text = self.queue.run_output(&id);
         let judged = commit::judge(&id, items.len(), &text, ended, self.own.backend);
         crate::nesting::checkpoint("batch-judged");
+        let mut delivered = true;
         match &judged {
             Judged::Committed { stray_output } => {
                 if *stray_output {
@@ -252,9 +270,9 @@ impl Holder<'_> {
                         .field("output", &text);
                     events.push(with_caller(e));
                 }
-                for item in items {
-                    self.deliver(item, Served::success(), own);
-                }
+                delivered = items
+                    .iter()
+                    .all(|item| self.deliver(item, Served::success(), own));
             }
             Judged::Unknown(why) => {
                 let e = self
@@ -265,13 +283,15 @@ impl Holder<'_> {
                     .field("output", &text);
                 events.push(with_caller(e));
                 let served = Served::Unknown(format!("the batch that carried it: {why}"));
-                for item in items {
-                    self.deliver(item, served.clone(), own);
-                }
+                delivered = items
+                    .iter()
+                    .all(|item| self.deliver(item, served.clone(), own));
             }
             Judged::Refused { .. } | Judged::NothingCommitted => {}
         }
-        self.queue.end_run(&id);
+        if delivered {
+            self.queue.end_run(&id);
+        }
         judged
     }
 
@@ -304,14 +324,22 @@ impl Holder<'_> {
             kind: "single".into(),
             keys: vec![item.key.clone()],
         };
-        let Ok((id, _)) = self.queue.start_run(&record) else {
-            let why = "the queue could not record its run".into();
-            return self.deliver(item, Served::Unknown(why), own);
+        let id = match self.queue.start_run(&record) {
+            Ok((id, _)) => Some(id),
+            // Unrecorded, a crash would leave it unknown: give a queued command back to
+            // its caller, who runs it itself; our own has nobody else to tell.
+            Err(_) => match &item.key {
+                Some(key) if !item.own => return self.queue.unclaim(key),
+                _ => None,
+            },
         };
         crate::nesting::checkpoint("single-recorded");
         let served = self.run_with_retries(&item.request);
-        self.deliver(item, served, own);
-        self.queue.end_run(&id);
+        if self.deliver(item, served, own)
+            && let Some(id) = id
+        {
+            self.queue.end_run(&id);
+        }
     }
 
     fn run_with_retries(&self, request: &Request) -> Served {

@@ -107,10 +107,8 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         nesting::checkpoint("queued");
         ticket.as_ref().map(Ticket::wake_fd)
     });
-    if taken.is_err()
-        && let Some(ticket) = &ticket
-        && !ticket.withdraw()
-    {
+    let taken_by_holder = taken.is_err() && ticket.as_ref().is_some_and(|t| !t.withdraw());
+    if taken_by_holder && let Some(ticket) = &ticket {
         // A holder took our command before we gave up: its result is ours, applied or
         // not. Wait for it (or for the lock, to settle it if that holder died) once more.
         taken = guard::take(&config.lock_file, timeout, None, &mut || {
@@ -135,8 +133,14 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
                     "{message}; its input filled max_stdin ({} bytes) while it waited",
                     config.max_stdin
                 ),
+                _ if taken_by_holder => format!(
+                    "{message}; the holder had taken the command into a batch and may still apply it"
+                ),
                 _ => message,
             };
+            if let Some(ticket) = ticket {
+                ticket.finish();
+            }
             let e = call
                 .event(EventKind::LockFailed)
                 .field("wait_ms", lock_start.elapsed().as_millis().to_string())

@@ -292,6 +292,8 @@ pub struct Summary {
     pub hold_ms: Vec<u64>,
     /// When the last event of severity error was logged.
     pub last_error: Option<SystemTime>,
+    /// The number of commands of each batch (group commit).
+    pub batch_sizes: Vec<u64>,
 }
 
 /// Histogram buckets (seconds) for lock wait and hold: a hand-off is ~2 ms, a table
@@ -349,6 +351,14 @@ impl Summary {
             "\nrescued: {} of {} retried calls succeeded\n",
             self.rescued_calls, self.retried_calls
         );
+        if let Some(max) = self.batch_sizes.iter().max() {
+            let commands: u64 = self.batch_sizes.iter().sum();
+            out += &format!(
+                "batches: {} committed {commands} commands (mean {:.1}, max {max})\n",
+                self.batch_sizes.len(),
+                commands as f64 / self.batch_sizes.len() as f64
+            );
+        }
         match (self.wait_at(0.5), self.wait_at(0.99), self.wait_at(1.0)) {
             (Some(p50), Some(p99), Some(max)) => {
                 out += &format!(
@@ -399,6 +409,11 @@ impl Summary {
                 "Journal entries under xtlock's name from other programs.",
                 self.ignored,
             ),
+            (
+                "xtlock_batched_commands_total",
+                "Commands committed in batches (group commit).",
+                self.batch_sizes.iter().sum::<u64>() as usize,
+            ),
         ] {
             out.push_str(&format!(
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
@@ -441,6 +456,7 @@ impl Summary {
             "by_kind": self.by_kind,
             "retried_calls": self.retried_calls,
             "rescued_calls": self.rescued_calls,
+            "batches": {"count": self.batch_sizes.len(), "commands": self.batch_sizes.iter().sum::<u64>(), "max": self.batch_sizes.iter().max()},
             "lock_wait_ms": {"calls": self.wait_ms.len(), "p50": self.wait_at(0.5), "p99": self.wait_at(0.99), "max": self.wait_at(1.0)},
             "slowest_callers": slowest,
         })
@@ -515,6 +531,11 @@ pub fn summarize(lines: &[LogLine]) -> Summary {
         }
     }
     summary.hold_ms = hold_by_call.into_values().collect();
+    summary.batch_sizes = lines
+        .iter()
+        .filter(|l| l.get("event") == Some(EventKind::Batch.name()))
+        .filter_map(|l| l.get("commands")?.parse().ok())
+        .collect();
     summary.last_error = lines
         .iter()
         .filter(|l| {
@@ -596,6 +617,8 @@ t xtlock[2]: info: event=call status=4 wait_ms=0 total_ms=900 caller=b
 t xtlock[3]: info: event=call status=0 wait_ms=100 total_ms=120 caller=c
 t xtlock[4]: info: event=failed status=1 caller=d
 t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
+t xtlock[6]: info: event=batch commands=12 table=filter caller=f
+t xtlock[7]: info: event=batch commands=3 table=nat caller=f
 ";
         let lines: Vec<LogLine> = text.lines().filter_map(parse_line).collect();
         let summary = summarize(&lines);
@@ -614,6 +637,20 @@ t xtlock[5]: error: event=lock-failed wait_ms=30000 caller=e
         assert_eq!(json["by_kind"]["retry"], 2);
         assert_eq!(json["rescued_calls"], 1);
         assert_eq!(json["lock_wait_ms"]["max"], 30000);
+        assert!(
+            table.contains("batches: 2 committed 15 commands (mean 7.5, max 12)"),
+            "{table}"
+        );
+        assert_eq!(json["batches"]["commands"], 15);
+        let prometheus = summary.to_prometheus();
+        assert!(
+            prometheus.contains("\nxtlock_batched_commands_total 15\n"),
+            "{prometheus}"
+        );
+        assert!(
+            prometheus.contains("xtlock_events_total{event=\"batch\",severity=\"info\"} 2"),
+            "{prometheus}"
+        );
     }
 
     #[test]

@@ -145,6 +145,11 @@ fn new_key() -> String {
     )
 }
 
+/// The pid of the call that queued `key`.
+pub fn pid_of_key(key: &str) -> Option<u32> {
+    key.split('-').nth(1)?.parse().ok()
+}
+
 fn open_nofollow(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
@@ -294,14 +299,16 @@ impl Queue {
     }
 
     /// Give a claimed request back to the queue: nothing of it was applied.
-    fn unclaim(&self, key: &str) {
+    pub fn unclaim(&self, key: &str) {
         let _ = std::fs::rename(self.path("c", key), self.path("e", key));
     }
 
-    /// Hand a result to the waiting call of `key` and wake it.
-    pub fn deliver(&self, key: &str, served: &Served) {
+    /// Hand a result to the waiting call of `key` and wake it. False: it could not be
+    /// written; the waiting call then takes the lock itself and learns it from the run's
+    /// record, which must stay.
+    pub fn deliver(&self, key: &str, served: &Served) -> bool {
         if write_atomically(&self.path("r", key), &served.encode()).is_err() {
-            return; // it finds no result, takes the lock itself and learns it there
+            return false;
         }
         let fifo = std::fs::OpenOptions::new()
             .write(true)
@@ -310,6 +317,7 @@ impl Queue {
         if let Ok(mut fifo) = fifo {
             let _ = fifo.write(b"!");
         }
+        true
     }
 
     fn remove(&self, key: &str) {
@@ -346,24 +354,30 @@ impl Queue {
     /// `judge` from its record and output; then claimed requests in no run go back to
     /// the queue, and files of calls that died are removed.
     pub fn recover(&self, judge: impl Fn(&RunRecord, &str, &[u8]) -> Settled) {
+        // Keys of runs whose results could not all be written: still in flight.
+        let mut kept: Vec<String> = Vec::new();
         for id in self.keys("b") {
             let record = std::fs::read_to_string(self.path("b", &id))
                 .ok()
                 .and_then(|t| RunRecord::decode(&t));
             let output = std::fs::read(self.path("o", &id)).unwrap_or_default();
-            if let Some(record) = record {
-                let settled = judge(&record, &id, &output);
+            let mut delivered = true;
+            if let Some(record) = &record {
+                let settled = judge(record, &id, &output);
                 for key in record.keys.iter().flatten() {
                     match &settled {
                         Settled::Requeue => self.unclaim(key),
-                        Settled::Deliver(served) => self.deliver(key, served),
+                        Settled::Deliver(served) => delivered &= self.deliver(key, served),
                     }
                 }
             }
-            self.end_run(&id);
+            match (delivered, record) {
+                (false, Some(record)) => kept.extend(record.keys.into_iter().flatten()),
+                _ => self.end_run(&id),
+            }
         }
         for key in self.keys("c") {
-            if !self.path("r", &key).exists() {
+            if !self.path("r", &key).exists() && !kept.contains(&key) {
                 self.unclaim(&key);
             }
         }
@@ -505,6 +519,7 @@ mod tests {
         let second = queue.enqueue(&request).unwrap();
         let keys: Vec<String> = queue.pending().into_iter().map(|(k, _)| k).collect();
         assert_eq!(keys, [first.key.clone(), second.key.clone()], "queue order");
+        assert_eq!(pid_of_key(&first.key), Some(std::process::id()));
         assert!(queue.claim(&first.key));
         assert!(!first.withdraw(), "claimed: not ours to withdraw");
         assert!(second.withdraw());
