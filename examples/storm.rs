@@ -260,6 +260,7 @@ fn main() {
         println!("{}", sh(&format!("iptables-{backend} --version")).trim());
     }
     println!("xtlock: {}", xtlock.display());
+    println!("load average at start: {}", loadavg());
     println!();
     let mut verdicts = Vec::new();
     for backend in &options.backends {
@@ -302,6 +303,9 @@ fn build_xtlock() -> PathBuf {
 /// What one row of one run gave.
 struct Outcome {
     wall: Duration,
+    /// CPU time (user + system) of all the row's processes: less swayed than wall time
+    /// by other load on the machine.
+    cpu: Duration,
     /// What is wrong with the ruleset afterwards.
     problems: Vec<String>,
     /// One line per command: jail, index, exit status, stderr.
@@ -338,6 +342,7 @@ fn storm(
     );
     let out = tempfile::tempdir().unwrap();
     let mut walls: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
+    let mut cpus: Vec<Vec<Duration>> = vec![Vec::new(); rows.len()];
     // Per row: runs whose ruleset was wrong, commands whose status was not the expected
     // one, commands whose status or stderr differed from bare's in the same run.
     let mut wrong_rules = vec![0usize; rows.len()];
@@ -356,11 +361,12 @@ fn storm(
                 out.path(),
             );
             println!(
-                "   run {}/{} {:<12} {:>9}{}",
+                "   run {}/{} {:<12} {:>9}  cpu {:>9}{}",
                 run + 1,
                 options.runs,
                 row.name(),
                 whole_ms(outcome.wall),
+                whole_ms(outcome.cpu),
                 if outcome.problems.is_empty() {
                     String::new()
                 } else {
@@ -368,6 +374,7 @@ fn storm(
                 }
             );
             walls[i].push(outcome.wall);
+            cpus[i].push(outcome.cpu);
             wrong_rules[i] += usize::from(!outcome.problems.is_empty());
             if !row.runs_iptables_per_command() {
                 continue;
@@ -408,10 +415,11 @@ fn storm(
     }
     println!();
     println!(
-        "   {:<32} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9}",
-        "row", "median", "min", "max", "x bare", "ruleset", "status", "vs bare"
+        "   {:<32} {:>9} {:>9} {:>9} {:>8} {:>9} {:>8} {:>9} {:>8} {:>9}",
+        "row", "median", "min", "max", "x bare", "cpu", "x bare", "ruleset", "status", "vs bare"
     );
     let bare = median(&walls[0]);
+    let bare_cpu = median(&cpus[0]);
     let mut ratios = BTreeMap::new();
     for (i, row) in rows.iter().enumerate() {
         let m = median(&walls[i]);
@@ -435,12 +443,14 @@ fn storm(
             ("-".to_string(), "-".to_string())
         };
         println!(
-            "   {:<32} {:>9} {:>9} {:>9} {:>7.3}x {:>9} {:>8} {:>9}",
+            "   {:<32} {:>9} {:>9} {:>9} {:>7.3}x {:>9} {:>7.3}x {:>9} {:>8} {:>9}",
             row.label(),
             whole_ms(m),
             whole_ms(*walls[i].iter().min().unwrap()),
             whole_ms(*walls[i].iter().max().unwrap()),
             ratio(m, bare),
+            whole_ms(median(&cpus[i])),
+            ratio(median(&cpus[i]), bare_cpu),
             if wrong_rules[i] == 0 {
                 "ok".into()
             } else {
@@ -453,6 +463,10 @@ fn storm(
     println!(
         "   (wall: from releasing all jails at once to the last one's exit; median, min, max of {} run(s);",
         options.runs
+    );
+    println!(
+        "    cpu: user + system time of all the row's processes, median; load average now: {}",
+        loadavg()
     );
     println!(
         "    ruleset: each chain's rule count by iptables-save after every run; status: each command's exit status as expected;"
@@ -522,12 +536,14 @@ fn run_row(
     let result = std::fs::read_to_string(out.join("result")).unwrap();
     let mut lines = result.lines();
     let wall = Duration::from_nanos(lines.next().unwrap().parse().unwrap());
+    let cpu = Duration::from_nanos(lines.next().unwrap().parse().unwrap());
     let problems = lines.map(String::from).collect();
     let records = std::fs::read_to_string(out.join("records"))
         .map(|r| r.lines().map(String::from).collect())
         .unwrap_or_default();
     Outcome {
         wall,
+        cpu,
         problems,
         records,
     }
@@ -566,6 +582,7 @@ fn row(args: &[String]) {
     std::fs::create_dir_all(WORK).unwrap();
     let program = format!("iptables-{backend}");
 
+    let cpu_before = children_cpu();
     let wall = if row == Row::Restore {
         restore(&program, jails, bans, failures)
     } else {
@@ -634,9 +651,10 @@ fn row(args: &[String]) {
         }
         wall
     };
+    let cpu = children_cpu() - cpu_before;
     let save = sh(&format!("iptables-{backend}-save"));
     let want = (row != Row::True).then(|| expected_bans(bans, failures));
-    let mut result = format!("{}\n", wall.as_nanos());
+    let mut result = format!("{}\n{}\n", wall.as_nanos(), cpu.as_nanos());
     for problem in ruleset_problems(&save, jails, want) {
         result += &problem;
         result.push('\n');
@@ -710,6 +728,18 @@ fn jail(args: &[String]) {
     std::fs::write(record, lines).unwrap();
 }
 
+/// User + system time of this process's children that were waited for (and theirs).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given, zeroed and of the right type.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 fn median(values: &[Duration]) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();
@@ -732,6 +762,12 @@ fn sh(script: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine sways wall times.
+fn loadavg() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap();
+    text.split(' ').take(3).collect::<Vec<_>>().join(" ")
 }
 
 fn machine() -> String {
