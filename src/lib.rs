@@ -6,6 +6,7 @@
 
 /// Decisions: pure functions of names, argv and text, each with table tests.
 pub mod decide {
+    pub mod batchable;
     pub mod classify;
     pub mod getopt;
     pub mod personality;
@@ -45,7 +46,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 
-pub use decide::{classify, getopt, personality, restore, retry, scan};
+pub use decide::{batchable, classify, getopt, personality, restore, retry, scan};
 pub use os::{guard, input, lock, nesting, procinfo, resolve, run, signals, wait};
 pub use report::{log, output, status, text};
 
