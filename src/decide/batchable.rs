@@ -648,7 +648,7 @@ const TARGETS: &[Ext] = &[
     },
     Ext {
         name: "LOG",
-        // LOG's prefix is at most 29 bytes (libxt_LOG.c, "Maximum prefix length").
+        // LOG's prefix is at most 29 bytes (char prefix[30], xt_LOG.h).
         options: &[opt("log-prefix", &[Value::Text(29)], false)],
     },
 ];
@@ -814,8 +814,10 @@ fn is_nat_address(word: &str) -> bool {
 
 /// Free text the restore tokenizer carries unchanged: printable ASCII and spaces, no
 /// double quote (it opens or closes a quoted word), no backslash (an escape inside
-/// one), no single quote (kept out to be safe), and not starting with '-' or '!' (a
-/// `!` value is taken for an inversion: check_inverse, xshared.c).
+/// one), no single quote (kept out to be safe). Not starting with '-' or '!' either:
+/// getopt takes such a word as the option's value all the same, but no caller needs
+/// one, and refusing them keeps every word the walk takes for a value one that no
+/// reader (xs_has_arg included) could take for an option or an inversion.
 fn is_text(word: &str, max: usize) -> bool {
     word.len() <= max
         && has_arg(word)
