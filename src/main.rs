@@ -4,16 +4,28 @@
 //! `no_main`: std's start-up reads /proc/self/maps to place a stack guard and sets up a
 //! signal stack, about 0.14 ms of every firewall call on the benchmark machine (README,
 //! Performance). xtlock does the parts of it that it relies on itself
-//! (`xtlock::process_setup`). std still collects argv through its glibc init hook.
+//! (`xtlock::process_setup`).
 
 // The unit-test harness of this file brings its own main.
 #![cfg_attr(not(test), no_main)]
 
 #[cfg(not(test))]
+use std::os::unix::ffi::OsStrExt;
+
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
     xtlock::process_setup();
-    let exit = xtlock::main_with_args(std::env::args_os().collect());
+    // From argv itself: std's copy comes from a glibc init hook that other C
+    // libraries (musl) do not call.
+    let args = (0..usize::try_from(argc).unwrap_or(0))
+        .map(|i| {
+            // SAFETY: the C runtime passes argc valid, NUL-terminated strings in argv.
+            let arg = unsafe { std::ffi::CStr::from_ptr(*argv.add(i)) };
+            std::ffi::OsStr::from_bytes(arg.to_bytes()).to_os_string()
+        })
+        .collect();
+    let exit = xtlock::main_with_args(args);
     // std flushes stdout at exit only when it ran main itself.
     let _ = std::io::Write::flush(&mut std::io::stdout());
     match exit {
