@@ -49,6 +49,12 @@ const IPTABLES_ENV: [&str; 5] = [
     "LD_LIBRARY_PATH",
 ];
 
+/// How long a holder waits for the callers of the last batch to queue again (`gather`).
+const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(250);
+const GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(5);
+/// A batch committed longer ago than this says nothing of who is coming.
+pub const GATHER_RECENT: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// The restore reads lines into a 10,240-byte buffer (`restore::fgets_lines`).
 const MAX_LINE: usize = 10_000;
 
@@ -155,6 +161,7 @@ impl Holder<'_> {
         if let Some(served) = self.ticket.and_then(Ticket::result) {
             return Led::Served(served);
         }
+        self.gather();
         let own_key = self.ticket.map(|t| t.key.as_str());
         let mut items: Vec<Item> = self
             .queue
@@ -185,6 +192,7 @@ impl Holder<'_> {
         items.retain(|item| item.key.as_deref().is_none_or(|key| self.queue.claim(key)));
         let mut own = None;
         self.commit(&items, &mut own, events);
+        self.queue.note_batch(items.len());
         let mut e = self
             .call
             .event(EventKind::Batch)
@@ -204,6 +212,21 @@ impl Holder<'_> {
         }
         events.push(with_caller(e));
         Led::Served(own.unwrap_or_else(|| Served::Unknown("it was not run".into())))
+    }
+
+    /// In a storm, the callers of the last batch start their next commands as soon as
+    /// they have their results, a few milliseconds after this holder got the lock; one
+    /// restore more costs far more than that (a legacy table copied out and back, and
+    /// time when only the restore runs). So a holder whose predecessor committed a batch
+    /// of n a moment ago waits until n-1 others are queued, GATHER_MAX at most.
+    fn gather(&self) {
+        let Some(expected) = self.queue.recent_batch(GATHER_RECENT) else {
+            return;
+        };
+        let start = Instant::now();
+        while self.queue.waiting() + 1 < expected && start.elapsed() < GATHER_MAX {
+            std::thread::sleep(GATHER_STEP);
+        }
     }
 
     /// Commit `items` in order, delivering each result as soon as it is known.

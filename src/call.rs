@@ -171,7 +171,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     // 5. Under the lock, the queued commands our command can be committed with run
     // together with it (group commit).
     if let (Some(own), Guard::Held { .. }) = (&candidate, &guard)
-        && (ticket.is_some() || !queue.is_idle())
+        && (ticket.is_some() || !queue.is_idle(batch::GATHER_RECENT))
     {
         let holder = batch::Holder {
             queue: &queue,

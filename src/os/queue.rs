@@ -145,6 +145,9 @@ fn new_key() -> String {
     )
 }
 
+/// The size of the last batch (`note_batch`); its time is the file's.
+const LAST_BATCH: &str = "last-batch";
+
 /// The pid of the call that queued `key`.
 pub fn pid_of_key(key: &str) -> Option<u32> {
     key.split('-').nth(1)?.parse().ok()
@@ -285,12 +288,42 @@ impl Queue {
         keys
     }
 
+    /// How many requests wait (one readdir; their owners are not checked).
+    pub fn waiting(&self) -> usize {
+        self.keys("e").len()
+    }
+
+    /// Note the size of the batch just committed, for the next holder's `recent_batch`.
+    pub fn note_batch(&self, size: usize) {
+        let _ = write_atomically(&self.dir.join(LAST_BATCH), size.to_string().as_bytes());
+    }
+
+    /// The size of the last batch, if it was committed within `recent`.
+    pub fn recent_batch(&self, recent: std::time::Duration) -> Option<usize> {
+        let path = self.dir.join(LAST_BATCH);
+        let age = std::fs::symlink_metadata(&path)
+            .ok()?
+            .modified()
+            .ok()?
+            .elapsed()
+            .ok()?;
+        if age > recent {
+            return None;
+        }
+        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    }
+
     /// Nothing waits and nothing is in flight: the common case, one readdir.
-    pub fn is_idle(&self) -> bool {
+    /// (A batch committed within `recent` counts as activity: its callers come back.)
+    pub fn is_idle(&self, recent: std::time::Duration) -> bool {
         let Some(dir) = self.ready(false) else {
             return true;
         };
-        std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none())
+        let Ok(mut entries) = std::fs::read_dir(dir) else {
+            return true;
+        };
+        !entries.any(|e| e.is_ok_and(|e| e.file_name() != LAST_BATCH))
+            && self.recent_batch(recent).is_none()
     }
 
     /// Take a pending request for a run (under the lock). False: its owner withdrew it.
@@ -535,7 +568,7 @@ mod tests {
         assert_eq!(unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) }, 1, "woken");
         first.finish();
         second.finish();
-        assert!(queue.is_idle());
+        assert!(queue.is_idle(std::time::Duration::ZERO));
     }
 
     #[test]
