@@ -206,6 +206,8 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         },
         _ => Input::Inherit,
     };
+    // A flush has its tables looked at before and after, still under the lock.
+    let watch = crate::flushes::Watch::start(call, &kind, &path, backend());
     let attempts = Attempts {
         call,
         config,
@@ -217,6 +219,9 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         waited,
     };
     let outcome = attempts::run(&attempts, events);
+    if let Some(event) = watch.and_then(|w| w.finish(call)) {
+        events.push(event);
+    }
     guard.release();
     if let Some(ticket) = ticket {
         ticket.finish();

@@ -13,6 +13,7 @@ pub mod decide {
     pub mod personality;
     pub mod restore;
     pub mod retry;
+    pub mod ruleset;
     pub mod scan;
 }
 
@@ -42,6 +43,7 @@ pub mod report {
 pub mod attempts;
 pub mod batch;
 pub mod call;
+pub mod flushes;
 pub mod invocation;
 
 /// Input: options and the config file; admin commands.
@@ -49,7 +51,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 
-pub use decide::{batchable, classify, commit, getopt, personality, restore, retry, scan};
+pub use decide::{batchable, classify, commit, getopt, personality, restore, retry, ruleset, scan};
 pub use os::{guard, input, lock, nesting, procinfo, queue, resolve, run, signals, wait};
 pub use report::{log, output, status, text};
 

@@ -480,6 +480,7 @@ pub fn label(kind: EventKind) -> &'static str {
         EventKind::SlowWait => "slow waits",
         EventKind::Config => "config ignored",
         EventKind::Batch => "batches",
+        EventKind::Flushed => "flushes",
         EventKind::BatchOutput => "batch warnings",
         EventKind::BatchUnknown => "batches unknown",
     }

@@ -163,6 +163,21 @@ fn fdinfo_holds(info: &str, id: &str) -> bool {
     })
 }
 
+/// The systemd unit a process runs in (the last `.service`/`.scope` of its cgroup
+/// path), to name who did something in the log.
+pub fn unit_of(pid: u32) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    unit_in_cgroup(&text)
+}
+
+fn unit_in_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .flat_map(|path| path.rsplit('/'))
+        .find(|part| part.ends_with(".service") || part.ends_with(".scope"))
+        .map(str::to_string)
+}
+
 /// One line of /proc/locks about a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LockLine {
@@ -252,6 +267,19 @@ fn read_proc_locks() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unit_from_cgroup() {
+        assert_eq!(
+            unit_in_cgroup("0::/system.slice/fail2ban.service\n").as_deref(),
+            Some("fail2ban.service")
+        );
+        assert_eq!(
+            unit_in_cgroup("0::/user.slice/user-0.slice/session-3.scope\n").as_deref(),
+            Some("session-3.scope")
+        );
+        assert_eq!(unit_in_cgroup("0::/\n"), None);
+    }
 
     #[test]
     fn stat_with_odd_comm() {

@@ -104,6 +104,9 @@ event_kinds! {
     /// xtlock's own failure: 125, 126 or 127.
     XtlockFailed => "xtlock-failed", Error, "xtlock's own failure (125-127)";
     SlowWait => "slow-wait", Info, "waited over 1 s for the lock";
+    /// A flush (`-F`/`-X` without a chain, a full restore) took chains or rules that
+    /// were there before: who, and what is gone.
+    Flushed => "flushed", Warning, "a flush took chains or rules away";
     /// Queued commands committed together by one holder (`commands`: how many).
     Batch => "batch", Info, "queued commands committed together";
     /// A batch committed but printed more than its marks: nobody's to pass on.

@@ -9,6 +9,7 @@ mod common;
 mod divert;
 mod fail2ban;
 mod faults;
+mod flushes;
 mod getopt_differential;
 mod hostile;
 mod journal;
