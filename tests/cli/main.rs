@@ -2,6 +2,7 @@
 //! modules keeps compile time down (as rustup's tests do).
 
 mod admin;
+mod batch;
 mod batchable_shapes;
 mod broken_pipe;
 mod call_kinds;
