@@ -49,6 +49,10 @@ const IPTABLES_ENV: [&str; 5] = [
     "LD_LIBRARY_PATH",
 ];
 
+/// The kinds of run a record names: a batch's restore, or one command run alone.
+const RESTORE_RUN: &str = "restore";
+const SINGLE_RUN: &str = "single";
+
 /// How long a holder waits for the callers of the last batch to queue again (`gather`).
 const GATHER_STEP: std::time::Duration = std::time::Duration::from_micros(250);
 const GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(5);
@@ -63,7 +67,6 @@ pub struct Candidate {
     pub request: Request,
     table: String,
     restore_arg0: OsString,
-    backend: Backend,
 }
 
 /// Whether this call's command may be committed with others: batching on, a single
@@ -78,7 +81,8 @@ pub fn candidate(
     if !config.batch {
         return None;
     }
-    let backend = backend?;
+    // Only iptables' own multi-call binaries: a script named iptables never batches.
+    backend?;
     let name = crate::classify::dispatch_name(&call.arg0);
     let (applet, args) = crate::classify::applet(name, &call.args);
     let applet = applet.to_str().filter(|a| APPLETS.contains(a))?;
@@ -98,7 +102,6 @@ pub fn candidate(
         },
         table: batch_line.table,
         restore_arg0,
-        backend,
     })
 }
 
@@ -268,9 +271,8 @@ impl Holder<'_> {
     /// before its record goes: a holder taking over after a crash then judges it again
     /// from its output, and never runs a command of it a second time.
     fn restore(&self, items: &[Item], own: &mut Option<Served>, events: &mut Vec<Event>) -> Judged {
-        let kind = format!("restore {}", backend_name(self.own.backend));
         let record = RunRecord {
-            kind,
+            kind: RESTORE_RUN.into(),
             keys: items.iter().map(|i| i.key.clone()).collect(),
         };
         let Ok((id, output)) = self.queue.start_run(&record) else {
@@ -281,21 +283,25 @@ impl Holder<'_> {
         let input = commit::restore_input(&id, &self.own.table, &lines);
         let ended = self.run_restore(&input, output);
         let text = self.queue.run_output(&id);
-        let judged = commit::judge(&id, items.len(), &text, ended, self.own.backend);
+        let judged = commit::judge(&id, items.len(), &text, ended);
         crate::nesting::checkpoint("batch-judged");
         let mut delivered = true;
         match &judged {
-            Judged::Committed { stray_output } => {
-                if *stray_output {
+            Judged::Committed {
+                stderr,
+                stray_output,
+            } => {
+                if !stray_output.is_empty() {
                     let e = self
                         .call
                         .event(EventKind::BatchOutput)
-                        .field("output", &text);
+                        .field("output", stray_output);
                     events.push(with_caller(e));
                 }
                 delivered = items
                     .iter()
-                    .all(|item| self.deliver(item, Served::success(), own));
+                    .zip(stderr)
+                    .all(|(item, stderr)| self.deliver(item, applied(stderr), own));
             }
             Judged::Unknown(why) => {
                 let e = self
@@ -344,7 +350,7 @@ impl Holder<'_> {
     /// stdout and stderr kept for its caller.
     fn single(&self, item: &Item, own: &mut Option<Served>) {
         let record = RunRecord {
-            kind: "single".into(),
+            kind: SINGLE_RUN.into(),
             keys: vec![item.key.clone()],
         };
         let id = match self.queue.start_run(&record) {
@@ -410,31 +416,31 @@ impl Holder<'_> {
     }
 }
 
-fn backend_name(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Legacy => "legacy",
-        Backend::Nft => "nft",
+/// A command the batch applied: exit 0, and what it printed (a warning) on stderr.
+fn applied(stderr: &[u8]) -> Served {
+    Served::Ran {
+        status: 0,
+        stdout: Vec::new(),
+        stderr: stderr.to_vec(),
     }
 }
 
 /// A run whose holder died, judged by the holder that took over (the program it ran
 /// has exited: it kept the lock's descriptor). Its output file says how far it got.
 fn settle_orphan(record: &RunRecord, id: &str, output: &[u8]) -> Settled {
-    let backend = match record.kind.as_str() {
-        "restore legacy" => Backend::Legacy,
-        "restore nft" => Backend::Nft,
-        _ => {
-            return Settled::Deliver(Served::Unknown(
-                "the holder that was running it alone died".into(),
-            ));
+    if record.kind != RESTORE_RUN {
+        let why = "the holder that was running it alone died";
+        return Settled::Deliver(vec![Served::Unknown(why.into()); record.keys.len()]);
+    }
+    match commit::judge(id, record.keys.len(), output, None) {
+        Judged::Committed { stderr, .. } => {
+            Settled::Deliver(stderr.iter().map(|e| applied(e)).collect())
         }
-    };
-    match commit::judge(id, record.keys.len(), output, None, backend) {
-        Judged::Committed { .. } => Settled::Deliver(Served::success()),
         Judged::Refused { .. } | Judged::NothingCommitted => Settled::Requeue,
-        Judged::Unknown(why) => Settled::Deliver(Served::Unknown(format!(
-            "the batch that carried it, whose holder died: {why}"
-        ))),
+        Judged::Unknown(why) => {
+            let why = format!("the batch that carried it, whose holder died: {why}");
+            Settled::Deliver(vec![Served::Unknown(why); record.keys.len()])
+        }
     }
 }
 

@@ -1,28 +1,32 @@
 //! A batch of queued commands as one `*-restore --noflush` transaction (group commit),
 //! and what the restore's output says happened to it.
 //!
-//! The input is framed by two comment lines, which a restore run with `--verbose`
-//! echoes to stdout as it reaches them (iptables-restore.c and xtables-restore.c, 1.8.9;
-//! with `--noflush`, `-v` changes nothing else). The second comes after `COMMIT`, so
-//! its echo proves that the commit succeeded, even when nobody is left to see the
-//! restore's exit status (its output goes to a file, and a holder that took over reads it):
+//! The input is framed by comment lines, which a restore run with `--verbose` echoes to
+//! stdout as it reaches them (iptables-restore.c and xtables-restore.c, 1.8.9; with
+//! `--noflush`, `-v` changes nothing else). Its stdout and stderr go to one file, the
+//! echo flushed at once and stderr unbuffered, so the file keeps their order:
+//! - the last mark comes after `COMMIT`, so its echo proves that the commit succeeded,
+//!   even when nobody is left to see the restore's exit status (a holder that took over
+//!   reads the file);
+//! - a mark before each command tells whose a warning is (`-p ipv6-frag` on ip6tables
+//!   succeeds and warns): what lies between the marks of command k and k+1 is its stderr.
 //!
 //! ```text
-//! # xtlock batch ID begin       line 1
-//! *filter                       line 2
-//! -A f2b-sshd -s 192.0.2.1 ...   lines 3 .. 3+n-1: the commands, in queue order
-//! COMMIT                        line 3+n
-//! # xtlock batch ID committed   line 4+n
+//! # xtlock batch ID begin        line 1
+//! *filter                        line 2
+//! # xtlock batch ID line 0       line 3
+//! -A f2b-sshd -s 192.0.2.1 ...   line 4         command k: line 4 + 2k
+//! # xtlock batch ID line 1       line 5
+//! -A f2b-sshd -s 192.0.2.2 ...   line 6
+//! COMMIT                         line 3 + 2n
+//! # xtlock batch ID committed    line 4 + 2n
 //! ```
-
-use crate::classify::Backend;
 
 /// The restore input for commands `lines` of `table`, batch `id`.
 pub fn restore_input(id: &str, table: &str, lines: &[&str]) -> Vec<u8> {
     let mut text = format!("# xtlock batch {id} begin\n*{table}\n");
-    for line in lines {
-        text.push_str(line);
-        text.push('\n');
+    for (k, line) in lines.iter().enumerate() {
+        text.push_str(&format!("# xtlock batch {id} line {k}\n{line}\n"));
     }
     text.push_str(&format!("COMMIT\n# xtlock batch {id} committed\n"));
     text.into_bytes()
@@ -31,18 +35,21 @@ pub fn restore_input(id: &str, table: &str, lines: &[&str]) -> Vec<u8> {
 /// What happened to a batch of `n` commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Judged {
-    /// The COMMIT took: every command is applied.
+    /// The COMMIT took: every command is applied. `stderr[k]`: what command k printed
+    /// (a warning), as it would have alone.
     Committed {
-        /// It printed more than the markers (a warning of some line): nobody's to give.
-        stray_output: bool,
+        stderr: Vec<Vec<u8>>,
+        /// Printed at the COMMIT, after the last command's mark: nobody's to give.
+        stray_output: Vec<u8>,
     },
     /// Nothing was committed; command `at` (0-based) is the first the restore refused.
     Refused { at: usize },
-    /// Nothing was committed, and no command is named (nft names the COMMIT line for a
-    /// rule the kernel refused; the restore never started or never read its input).
+    /// Nothing was committed, and no command is named: the restore never started or
+    /// never read its input, or its COMMIT was refused (nft names the COMMIT line for a
+    /// jump to a missing chain; legacy for a rule the kernel refuses, `REJECT
+    /// --reject-with tcp-reset` without `-p tcp`).
     NothingCommitted,
-    /// It may have committed or not: the restore died after it began, or (legacy) its
-    /// COMMIT failed, which can follow a replaced table (IPTABLES-FACTS.md).
+    /// It may have committed or not: the restore died after it began.
     Unknown(&'static str),
 }
 
@@ -55,32 +62,34 @@ pub enum Ended {
 
 /// Judge batch `id` of `n` commands from the restore's output (stdout and stderr, in
 /// one file) and, when known, how it ended.
-pub fn judge(id: &str, n: usize, output: &[u8], ended: Option<Ended>, backend: Backend) -> Judged {
-    let text = String::from_utf8_lossy(output);
-    let begin = format!("# xtlock batch {id} begin");
-    let committed = format!("# xtlock batch {id} committed");
-    let lines: Vec<&str> = text.lines().collect();
-    let began = lines.contains(&begin.as_str());
-    if lines.contains(&committed.as_str()) {
-        let stray_output = lines
-            .iter()
-            .any(|l| *l != begin && *l != committed && !l.is_empty());
-        return Judged::Committed { stray_output };
-    }
-    if !began {
+///
+/// A legacy COMMIT that fails is judged NothingCommitted: libiptc's commit replaces the
+/// table (SO_SET_REPLACE, atomic) and then adds the old counters (SO_SET_ADD_COUNTERS);
+/// the second fails only when another replace came in between, i.e. a writer that
+/// bypasses every lock, within microseconds. Then this batch's commands run again one by
+/// one, as a bare call in that race reports failure for a change that landed.
+pub fn judge(id: &str, n: usize, output: &[u8], ended: Option<Ended>) -> Judged {
+    let begin = format!("# xtlock batch {id} begin\n");
+    let committed = format!("# xtlock batch {id} committed\n");
+    let Some(after_begin) = find(output, begin.as_bytes()).map(|at| at + begin.len()) else {
         // It never read its first line: nothing of ours reached the kernel.
         return Judged::NothingCommitted;
+    };
+    if let Some(end) = find(output, committed.as_bytes()) {
+        let body = &output[after_begin..end.max(after_begin)];
+        let (stderr, stray_output) = per_command(id, n, body);
+        return Judged::Committed {
+            stderr,
+            stray_output,
+        };
     }
-    let commit_line = 3 + n;
-    let failed = named_line(&text);
-    match failed {
-        Some(line) if (3..commit_line).contains(&line) => Judged::Refused { at: line - 3 },
-        Some(line) if line == commit_line => match backend {
-            // nf_tables commits a batch whole or not at all: the kernel refused it.
-            Backend::Nft => Judged::NothingCommitted,
-            Backend::Legacy => Judged::Unknown("its COMMIT failed"),
-        },
-        // The header or a line we never wrote: nothing of ours was applied.
+    let commit_line = 3 + 2 * n;
+    match named_line(&String::from_utf8_lossy(output)) {
+        Some(line) if (4..commit_line).contains(&line) && line % 2 == 0 => {
+            Judged::Refused { at: (line - 4) / 2 }
+        }
+        // The COMMIT, the header, a mark or a line we never wrote: nothing of ours
+        // was applied.
         Some(_) => Judged::NothingCommitted,
         None => match ended {
             Some(Ended::Exited(code)) if code != 0 => Judged::NothingCommitted,
@@ -89,6 +98,37 @@ pub fn judge(id: &str, n: usize, output: &[u8], ended: Option<Ended>, backend: B
             None => Judged::Unknown("the restore died while it ran"),
         },
     }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Split what lies between the begin and committed marks at the command marks: before
+/// the first (the `*table` line prints nothing) and after the last command's output
+/// (printed at the COMMIT) is stray.
+fn per_command(id: &str, n: usize, body: &[u8]) -> (Vec<Vec<u8>>, Vec<u8>) {
+    let mut stderr = vec![Vec::new(); n];
+    let mut stray = Vec::new();
+    let mut rest = body;
+    let mut current: Option<usize> = None;
+    for k in 0..n {
+        let mark = format!("# xtlock batch {id} line {k}\n");
+        let Some(at) = find(rest, mark.as_bytes()) else {
+            break;
+        };
+        match current {
+            Some(c) => stderr[c].extend_from_slice(&rest[..at]),
+            None => stray.extend_from_slice(&rest[..at]),
+        }
+        rest = &rest[at + mark.len()..];
+        current = Some(k);
+    }
+    match current {
+        Some(c) => stderr[c].extend_from_slice(rest),
+        None => stray.extend_from_slice(rest),
+    }
+    (stderr, stray)
 }
 
 /// The line a restore names in its error: `PROG: line N failed` (nft adds `: reason`),
@@ -114,126 +154,140 @@ mod tests {
     const BEGIN: &str = "# xtlock batch 7 begin\n";
     const DONE: &str = "# xtlock batch 7 committed\n";
 
+    fn marks(k: usize) -> String {
+        format!("# xtlock batch 7 line {k}\n")
+    }
+
+    fn committed(stderr: [&str; 3], stray: &str) -> Judged {
+        Judged::Committed {
+            stderr: stderr.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            stray_output: stray.as_bytes().to_vec(),
+        }
+    }
+
     #[test]
     fn input_frames_the_commands() {
         let input = restore_input("7", "nat", &["-A A -j B", "-N C"]);
         assert_eq!(
             String::from_utf8(input).unwrap(),
-            "# xtlock batch 7 begin\n*nat\n-A A -j B\n-N C\nCOMMIT\n# xtlock batch 7 committed\n"
+            "# xtlock batch 7 begin\n*nat\n# xtlock batch 7 line 0\n-A A -j B\n\
+             # xtlock batch 7 line 1\n-N C\nCOMMIT\n# xtlock batch 7 committed\n"
         );
     }
 
     #[test]
     fn judge_table() {
-        use Backend::{Legacy, Nft};
+        let all = format!("{BEGIN}{}{}{}{DONE}", marks(0), marks(1), marks(2));
         let legacy_failed = |line: usize| format!("{BEGIN}iptables-restore: line {line} failed\n");
-        let cases: Vec<(String, Option<Ended>, Backend, Judged)> = vec![
+        let cases: Vec<(String, Option<Ended>, Judged)> = vec![
             (
-                format!("{BEGIN}{DONE}"),
+                all.clone(),
                 Some(Ended::Exited(0)),
-                Legacy,
-                Judged::Committed {
-                    stray_output: false,
-                },
+                committed(["", "", ""], ""),
             ),
             // The parent is gone: the mark alone says it committed.
-            (
-                format!("{BEGIN}{DONE}"),
-                None,
-                Nft,
-                Judged::Committed {
-                    stray_output: false,
-                },
-            ),
+            (all.clone(), None, committed(["", "", ""], "")),
             // Killed after its mark: committed all the same.
             (
-                format!("{BEGIN}{DONE}"),
+                all.clone(),
                 Some(Ended::Signaled(9)),
-                Nft,
-                Judged::Committed {
-                    stray_output: false,
-                },
+                committed(["", "", ""], ""),
             ),
+            // A warning is its command's.
             (
-                format!("{BEGIN}Warning: weird character\n{DONE}"),
+                format!(
+                    "{BEGIN}{}{}Warning: never matched protocol: ipv6-frag. use extension match instead.\n{}{DONE}",
+                    marks(0),
+                    marks(1),
+                    marks(2)
+                ),
                 Some(Ended::Exited(0)),
-                Legacy,
-                Judged::Committed { stray_output: true },
+                committed(
+                    [
+                        "",
+                        "Warning: never matched protocol: ipv6-frag. use extension match instead.\n",
+                        "",
+                    ],
+                    "",
+                ),
+            ),
+            // Printed before the first mark (at `*table`): nobody's.
+            (
+                format!("{BEGIN}odd\n{}{}{}{DONE}", marks(0), marks(1), marks(2)),
+                Some(Ended::Exited(0)),
+                committed(["", "", ""], "odd\n"),
             ),
             // Another batch's marks are not ours.
             (
                 "# xtlock batch 8 begin\n# xtlock batch 8 committed\n".into(),
                 None,
-                Legacy,
                 Judged::NothingCommitted,
             ),
+            // Command 1 is on line 6.
             (
-                legacy_failed(4),
+                legacy_failed(6),
                 Some(Ended::Exited(1)),
-                Legacy,
                 Judged::Refused { at: 1 },
             ),
             (
                 format!(
-                    "{BEGIN}iptables-nft-restore: line 3 failed: Bad rule (does a matching rule exist in that chain?).\n"
+                    "{BEGIN}iptables-nft-restore: line 4 failed: Bad rule (does a matching rule exist in that chain?).\n"
                 ),
                 Some(Ended::Exited(1)),
-                Nft,
                 Judged::Refused { at: 0 },
             ),
             (
                 format!(
-                    "{BEGIN}iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE':No such file or directory\n\nError occurred at line: 5\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n"
+                    "{BEGIN}iptables-restore v1.8.9 (legacy): Couldn't load target `NOPE':No such file or directory\n\nError occurred at line: 8\nTry `iptables-restore -h' or 'iptables-restore --help' for more information.\n"
                 ),
                 Some(Ended::Exited(2)),
-                Legacy,
                 Judged::Refused { at: 2 },
             ),
-            // nft names the COMMIT line (3 + n) for a jump to a chain that is missing.
+            // The COMMIT (line 9): nft for a jump to a missing chain, legacy for a rule
+            // the kernel refuses.
             (
                 format!(
-                    "{BEGIN}iptables-nft-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 6\n"
+                    "{BEGIN}iptables-nft-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 9\n"
                 ),
                 Some(Ended::Exited(2)),
-                Nft,
                 Judged::NothingCommitted,
             ),
             (
-                legacy_failed(6),
+                legacy_failed(9),
                 Some(Ended::Exited(1)),
-                Legacy,
-                Judged::Unknown("its COMMIT failed"),
+                Judged::NothingCommitted,
             ),
-            ("".into(), None, Legacy, Judged::NothingCommitted),
+            // A mark's line: not a command's.
+            (
+                legacy_failed(5),
+                Some(Ended::Exited(1)),
+                Judged::NothingCommitted,
+            ),
+            ("".into(), None, Judged::NothingCommitted),
             (
                 "".into(),
                 Some(Ended::Signaled(9)),
-                Legacy,
                 Judged::NothingCommitted,
             ),
             (
                 BEGIN.into(),
                 Some(Ended::Signaled(9)),
-                Nft,
                 Judged::Unknown("the restore was killed while it ran"),
             ),
             (
-                BEGIN.into(),
+                format!("{BEGIN}{}", marks(0)),
                 None,
-                Legacy,
                 Judged::Unknown("the restore died while it ran"),
             ),
             (
                 format!("{BEGIN}Another app is currently holding the xtables lock.\n"),
                 Some(Ended::Exited(4)),
-                Legacy,
                 Judged::NothingCommitted,
             ),
         ];
-        for (output, ended, backend, want) in cases {
-            // Three commands: lines 3-5, COMMIT on line 6.
+        for (output, ended, want) in cases {
             assert_eq!(
-                judge("7", 3, output.as_bytes(), ended, backend),
+                judge("7", 3, output.as_bytes(), ended),
                 want,
                 "{output:?} {ended:?}"
             );

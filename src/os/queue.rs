@@ -148,6 +148,16 @@ fn new_key() -> String {
 /// The size of the last batch (`note_batch`); its time is the file's.
 const LAST_BATCH: &str = "last-batch";
 
+/// A temporary file older than this was left by a writer that died (one in another
+/// PID namespace, whose pid says nothing here).
+const STALE_TEMP: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 /// The pid of the call that queued `key`.
 pub fn pid_of_key(key: &str) -> Option<u32> {
     key.split('-').nth(1)?.parse().ok()
@@ -397,10 +407,17 @@ impl Queue {
             let mut delivered = true;
             if let Some(record) = &record {
                 let settled = judge(record, &id, &output);
-                for key in record.keys.iter().flatten() {
+                for (at, key) in record.keys.iter().enumerate() {
+                    let Some(key) = key else { continue };
                     match &settled {
                         Settled::Requeue => self.unclaim(key),
-                        Settled::Deliver(served) => delivered &= self.deliver(key, served),
+                        Settled::Deliver(results) => match results.get(at) {
+                            Some(served) => delivered &= self.deliver(key, served),
+                            None => {
+                                let why = "its run's record and result disagree".into();
+                                delivered &= self.deliver(key, &Served::Unknown(why));
+                            }
+                        },
                     }
                 }
             }
@@ -412,6 +429,17 @@ impl Queue {
         for key in self.keys("c") {
             if !self.path("r", &key).exists() && !kept.contains(&key) {
                 self.unclaim(&key);
+            }
+        }
+        // A temporary file whose writer died (between its create and its rename).
+        for key in self.keys("t") {
+            let path = self.path("t", &key);
+            let old = std::fs::symlink_metadata(&path)
+                .ok()
+                .and_then(|m| m.modified().ok()?.elapsed().ok())
+                .is_some_and(|age| age > STALE_TEMP);
+            if old || pid_of_key(&key).is_some_and(|pid| !pid_alive(pid)) {
+                let _ = std::fs::remove_file(path);
             }
         }
         // A call that died leaves its files; one that lives collects them itself.
@@ -427,8 +455,10 @@ impl Queue {
 
 /// What a recovered run comes to, for its requests.
 pub enum Settled {
+    /// Nothing of it was applied: back to the queue.
     Requeue,
-    Deliver(Served),
+    /// One result per key of the record, in its order.
+    Deliver(Vec<Served>),
 }
 
 /// The record of a run in flight.
@@ -530,7 +560,7 @@ mod tests {
             assert_eq!(Served::decode(&served.encode()), Some(served));
         }
         let record = RunRecord {
-            kind: "restore nft".into(),
+            kind: "restore".into(),
             keys: vec![Some("1-2-3".into()), None],
         };
         assert_eq!(RunRecord::decode(&record.encode()), Some(record));
@@ -596,7 +626,7 @@ mod tests {
         // A holder claimed it, recorded a run, and died.
         assert!(queue.claim(&live.key));
         let record = RunRecord {
-            kind: "restore legacy".into(),
+            kind: "restore".into(),
             keys: vec![None, Some(live.key.clone())],
         };
         let (id, mut output) = queue.start_run(&record).unwrap();
