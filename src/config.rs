@@ -14,7 +14,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/xtlock.conf";
 pub const DEFAULT_TIMEOUT_SECS: f64 = 30.0;
 pub const DEFAULT_RETRIES: u32 = 4;
 pub const DEFAULT_MAX_STDIN: u64 = 64 << 20;
-pub const DEFAULT_BATCH: bool = false;
+pub const DEFAULT_BATCH: bool = true;
 /// A config file larger than this is not a config file.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 /// Longer than any caller waits (fail2ban kills after 60 s); rejects typos like 3e9.
@@ -556,6 +556,10 @@ mod tests {
                 "xtlock.conf:1: invalid type for `timeout`: string",
             ),
             ("timeout = -1\n", "timeout must be between"),
+            (
+                "batch = \"sometimes\"\n",
+                "xtlock.conf:1: invalid type for `batch`: string, expected on or off",
+            ),
             ("[[[\n", "xtlock.conf:1:"),
         ];
         for (text, want) in cases {
@@ -629,10 +633,17 @@ mod tests {
             ("XTLOCK_RETRIES", "-1"),
             ("XTLOCK_VERBOSE", "maybe"),
             ("XTLOCK_MAX_STDIN", "0"),
+            ("XTLOCK_BATCH", "sometimes"),
         ];
         let (c, w) = with_env(&env, false, Layer::default()).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w.len(), 5, "{w:?}");
+        assert!(
+            w[4].contains("ignoring XTLOCK_BATCH=\"sometimes\": use on or off"),
+            "{w:?}"
+        );
+        let (c, _) = with_env(&[("XTLOCK_BATCH", "off")], false, Layer::default()).unwrap();
+        assert!(!c.batch);
         let (c, _) = with_env(
             &[("XTLOCK_SYSLOG_SOCKET", ""), ("XTLOCK_VERBOSE", "1")],
             false,
@@ -640,6 +651,22 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.syslog_socket, c.verbose), (None, true));
+    }
+
+    #[test]
+    fn batch_is_on_or_off() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            ("batch = \"off\"\n", false),
+            ("batch = false\n", false),
+            ("batch = \"on\"\n", true),
+            ("timeout = 5\n", DEFAULT_BATCH),
+        ] {
+            let path = write_config(dir.path(), text, 0o644);
+            let env = [("XTLOCK_CONFIG", path.to_str().unwrap())];
+            let (c, w) = with_env(&env, false, Layer::default()).unwrap();
+            assert_eq!((c.batch, w.len()), (want, 0), "{text:?}: {w:?}");
+        }
     }
 
     #[test]
