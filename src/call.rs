@@ -126,6 +126,13 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
             })?;
             return batch::finish_served(served, &call.display_name());
         }
+        // A holder has our command: only the lock lets us settle it, never a join.
+        Ok(guard) if taken_by_holder && !matches!(guard, Guard::Held { .. }) => {
+            return Err(Failure::Lock(format!(
+                "{}: the holder had taken the command into a batch and may still apply it",
+                call.display_name()
+            )));
+        }
         Ok(guard) => guard,
         Err(message) => {
             let message = match &pump {
