@@ -567,17 +567,21 @@ mod tests {
         assert_eq!(Served::decode(b"ran 0 5 0\nab"), None, "short body");
     }
 
-    #[test]
-    fn withdraw_and_claim_exclude_each_other() {
-        let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::of(&dir.path().join("lock"));
-        let request = Request {
+    fn request() -> Request {
+        Request {
             compat: "c".into(),
             program: "/bin/true".into(),
             arg0: "true".into(),
             args: vec![],
             line: "-N x".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn withdraw_and_claim_exclude_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::of(&dir.path().join("lock"));
+        let request = request();
         let first = queue.enqueue(&request).unwrap();
         let second = queue.enqueue(&request).unwrap();
         let keys: Vec<String> = queue.pending().into_iter().map(|(k, _)| k).collect();
@@ -605,13 +609,7 @@ mod tests {
     fn a_dead_owner_is_dropped_and_a_dead_holder_settled() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::of(&dir.path().join("lock"));
-        let request = Request {
-            compat: "c".into(),
-            program: "/bin/true".into(),
-            arg0: "true".into(),
-            args: vec![],
-            line: "-N x".into(),
-        };
+        let request = request();
         let gone = queue.enqueue(&request).unwrap();
         let gone_key = gone.key.clone();
         drop(gone); // its flock goes with it, as with a process that died
