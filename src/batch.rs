@@ -19,9 +19,11 @@ use crate::config::Config;
 use crate::invocation::{Call, with_caller};
 use crate::log::{Event, EventKind};
 use crate::queue::{Queue, Request, RunRecord, Served, Settled, Ticket};
+use crate::xtinfo::TableShape;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -67,6 +69,7 @@ pub struct Candidate {
     pub request: Request,
     table: String,
     restore_arg0: OsString,
+    backend: Backend,
 }
 
 /// Whether this call's command may be committed with others: batching on, a single
@@ -82,7 +85,7 @@ pub fn candidate(
         return None;
     }
     // Only iptables' own multi-call binaries: a script named iptables never batches.
-    backend?;
+    let backend = backend?;
     let name = crate::classify::dispatch_name(&call.arg0);
     let (applet, args) = crate::classify::applet(name, &call.args);
     let applet = applet.to_str().filter(|a| APPLETS.contains(a))?;
@@ -102,6 +105,7 @@ pub fn candidate(
         },
         table: batch_line.table,
         restore_arg0,
+        backend,
     })
 }
 
@@ -249,7 +253,7 @@ impl Holder<'_> {
                     self.commit(rest, own, events);
                 }
                 // Delivered by `restore`, before its record was removed.
-                Judged::Committed { .. } | Judged::Unknown(_) => {}
+                Judged::Committed { .. } | Judged::Unknown(_) | Judged::CommitFailed => {}
             },
         }
     }
@@ -281,9 +285,23 @@ impl Holder<'_> {
         crate::nesting::checkpoint("batch-recorded");
         let lines: Vec<&str> = items.iter().map(|i| i.request.line.as_str()).collect();
         let input = commit::restore_input(&id, &self.own.table, &lines);
+        let before = self.table_shape();
         let ended = self.run_restore(&input, output);
         let text = self.queue.run_output(&id);
-        let judged = commit::judge(&id, items.len(), &text, ended);
+        let judged = match commit::judge(&id, items.len(), &text, ended) {
+            // A transaction of nf_tables is whole or nothing.
+            Judged::CommitFailed if self.own.backend == Backend::Nft => Judged::NothingCommitted,
+            // Legacy: only if the table is as it was (`xtinfo`).
+            Judged::CommitFailed => match (before, self.table_shape()) {
+                (before, after) if before == after && before != TableShape::Unknown => {
+                    Judged::NothingCommitted
+                }
+                _ => Judged::Unknown(
+                    "its COMMIT failed after the table changed (a writer that bypasses the lock?)",
+                ),
+            },
+            judged => judged,
+        };
         crate::nesting::checkpoint("batch-judged");
         let mut delivered = true;
         match &judged {
@@ -316,12 +334,23 @@ impl Holder<'_> {
                     .iter()
                     .all(|item| self.deliver(item, served.clone(), own));
             }
-            Judged::Refused { .. } | Judged::NothingCommitted => {}
+            Judged::Refused { .. } | Judged::NothingCommitted | Judged::CommitFailed => {}
         }
         if delivered {
             self.queue.end_run(&id);
         }
         judged
+    }
+
+    /// The legacy table's shape, to tell a failed COMMIT that changed nothing.
+    fn table_shape(&self) -> TableShape {
+        match self.own.backend {
+            Backend::Legacy => {
+                let ipv6 = self.own.restore_arg0.as_bytes().starts_with(b"ip6");
+                crate::xtinfo::table_shape(&self.own.table, ipv6)
+            }
+            Backend::Nft => TableShape::Unknown,
+        }
     }
 
     /// Spawn `NAME-restore --noflush --verbose` with `input`, in its own process group,
@@ -437,6 +466,11 @@ fn settle_orphan(record: &RunRecord, id: &str, output: &[u8]) -> Settled {
             Settled::Deliver(stderr.iter().map(|e| applied(e)).collect())
         }
         Judged::Refused { .. } | Judged::NothingCommitted => Settled::Requeue,
+        // Whether a legacy table changed cannot be told once its holder is gone.
+        Judged::CommitFailed => {
+            let why = "the batch that carried it, whose holder died: its COMMIT failed";
+            Settled::Deliver(vec![Served::Unknown(why.into()); record.keys.len()])
+        }
         Judged::Unknown(why) => {
             let why = format!("the batch that carried it, whose holder died: {why}");
             Settled::Deliver(vec![Served::Unknown(why); record.keys.len()])

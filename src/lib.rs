@@ -29,6 +29,7 @@ pub mod os {
     pub mod run;
     pub mod signals;
     pub mod wait;
+    pub mod xtinfo;
 }
 
 /// Reporting: exit statuses, text, the log and xtlock's own output.
@@ -52,7 +53,7 @@ pub mod cli;
 pub mod config;
 
 pub use decide::{batchable, classify, commit, getopt, personality, restore, retry, ruleset, scan};
-pub use os::{guard, input, lock, nesting, procinfo, queue, resolve, run, signals, wait};
+pub use os::{guard, input, lock, nesting, procinfo, queue, resolve, run, signals, wait, xtinfo};
 pub use report::{log, output, status, text};
 
 use config::Layer;

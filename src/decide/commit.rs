@@ -45,10 +45,14 @@ pub enum Judged {
     /// Nothing was committed; command `at` (0-based) is the first the restore refused.
     Refused { at: usize },
     /// Nothing was committed, and no command is named: the restore never started or
-    /// never read its input, or its COMMIT was refused (nft names the COMMIT line for a
-    /// jump to a missing chain; legacy for a rule the kernel refuses, `REJECT
-    /// --reject-with tcp-reset` without `-p tcp`).
+    /// never read its input.
     NothingCommitted,
+    /// The restore named its COMMIT line. nft commits a batch whole or not at all, so
+    /// for nft nothing was (a jump to a missing chain is refused there). Legacy iptables
+    /// may have (`xtinfo`): a rule the kernel refuses (`REJECT --reject-with tcp-reset`
+    /// without `-p tcp`) changed nothing, but a writer that bypasses every lock can make
+    /// the commit fail after the table was replaced.
+    CommitFailed,
     /// It may have committed or not: the restore died after it began.
     Unknown(&'static str),
 }
@@ -62,12 +66,6 @@ pub enum Ended {
 
 /// Judge batch `id` of `n` commands from the restore's output (stdout and stderr, in
 /// one file) and, when known, how it ended.
-///
-/// A legacy COMMIT that fails is judged NothingCommitted: libiptc's commit replaces the
-/// table (SO_SET_REPLACE, atomic) and then adds the old counters (SO_SET_ADD_COUNTERS);
-/// the second fails only when another replace came in between, i.e. a writer that
-/// bypasses every lock, within microseconds. Then this batch's commands run again one by
-/// one, as a bare call in that race reports failure for a change that landed.
 pub fn judge(id: &str, n: usize, output: &[u8], ended: Option<Ended>) -> Judged {
     let begin = format!("# xtlock batch {id} begin\n");
     let committed = format!("# xtlock batch {id} committed\n");
@@ -88,8 +86,8 @@ pub fn judge(id: &str, n: usize, output: &[u8], ended: Option<Ended>) -> Judged 
         Some(line) if (4..commit_line).contains(&line) && line % 2 == 0 => {
             Judged::Refused { at: (line - 4) / 2 }
         }
-        // The COMMIT, the header, a mark or a line we never wrote: nothing of ours
-        // was applied.
+        Some(line) if line == commit_line => Judged::CommitFailed,
+        // The header, a mark or a line we never wrote: nothing of ours was applied.
         Some(_) => Judged::NothingCommitted,
         None => match ended {
             Some(Ended::Exited(code)) if code != 0 => Judged::NothingCommitted,
@@ -250,12 +248,12 @@ mod tests {
                     "{BEGIN}iptables-nft-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 9\n"
                 ),
                 Some(Ended::Exited(2)),
-                Judged::NothingCommitted,
+                Judged::CommitFailed,
             ),
             (
                 legacy_failed(9),
                 Some(Ended::Exited(1)),
-                Judged::NothingCommitted,
+                Judged::CommitFailed,
             ),
             // A mark's line: not a command's.
             (
