@@ -24,6 +24,7 @@ pub mod os {
     pub mod lock;
     pub mod nesting;
     pub mod procinfo;
+    pub mod procscan;
     pub mod queue;
     pub mod resolve;
     pub mod run;
@@ -53,7 +54,9 @@ pub mod cli;
 pub mod config;
 
 pub use decide::{batchable, classify, commit, getopt, personality, restore, retry, ruleset, scan};
-pub use os::{guard, input, lock, nesting, procinfo, queue, resolve, run, signals, wait, xtinfo};
+pub use os::{
+    guard, input, lock, nesting, procinfo, procscan, queue, resolve, run, signals, wait, xtinfo,
+};
 pub use report::{log, output, status, text};
 
 use config::Layer;

@@ -18,20 +18,20 @@ pub struct Options {
     pub root: std::path::PathBuf,
 }
 
-struct Report {
+pub(super) struct Report {
     problems: u32,
 }
 
 impl Report {
     // Findings quote what other processes say (a lock holder's command line, a
     // program's --version): one line each, whatever they hold.
-    fn ok(&self, text: impl AsRef<str>) {
+    pub(super) fn ok(&self, text: impl AsRef<str>) {
         outln!("ok: {}", printable(text.as_ref()));
     }
-    fn note(&self, text: impl AsRef<str>) {
+    pub(super) fn note(&self, text: impl AsRef<str>) {
         outln!("note: {}", printable(text.as_ref()));
     }
-    fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
+    pub(super) fn problem(&mut self, text: impl AsRef<str>, fix: impl AsRef<str>) {
         self.problems += 1;
         outln!(
             "problem: {}; fix: {}",
@@ -64,6 +64,8 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
     let mut shimmed_iptables = false;
     let mut bypassed = Vec::new();
     let mut services_bypass = Vec::new();
+    // The files this host's tools really run, to tell another iptables build from them.
+    let mut host_builds = Vec::new();
     for tool in TOOLS {
         let Some(first) = first_in_path(tool, &path_var) else {
             continue;
@@ -79,6 +81,12 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
             }
         };
         let backend = backend_of(&real, tool);
+        if let Ok(file) = std::fs::canonicalize(&real)
+            && let Some(id) = crate::procscan::id_of(&file)
+            && !host_builds.iter().any(|(h, _)| *h == id)
+        {
+            host_builds.push((id, file));
+        }
         // A diverted file is a link to xtlock too: ask that first, to say which it is.
         if matches!(me.probe(&first), crate::resolve::Candidate::Diverted(_)) {
             shimmed_iptables |= *tool == "iptables";
@@ -135,6 +143,8 @@ pub fn doctor(options: &Options) -> Result<u8, Failure> {
         }
     }
     check_lock(&config.lock_file, &mut report);
+    super::bypass::check(&config.lock_file, &host_builds, &mut report);
+    super::backends::check(&me, &mut report);
     check_fail2ban(&options.fail2ban_dir, shimmed_iptables, &mut report);
     check_log(&config, &mut report);
     Ok(if report.problems == 0 { 0 } else { 1 })
@@ -217,8 +227,31 @@ fn backend_of(program: &Path, tool: &str) -> String {
 }
 
 fn check_lock(path: &Path, report: &mut Report) {
+    use super::lockdir::{self, Verdict};
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let verdict = lockdir::verdict(
+        path,
+        dir,
+        lockdir::look(path),
+        crate::procinfo::may_change_firewall(),
+    );
+    let said = verdict.is_some();
+    match verdict {
+        Some(Verdict::Ok(text)) => report.ok(text),
+        Some(Verdict::Note(text)) => report.note(text),
+        Some(Verdict::Problem(text, fix)) => report.problem(text, fix),
+        None => {}
+    }
+    let xtables = super::status::xtables_lock();
+    let exists = std::fs::symlink_metadata(&xtables).is_ok();
+    if let Some(Verdict::Problem(text, fix)) =
+        lockdir::xtables_verdict(&xtables, lockdir::dir_access(&xtables), exists)
+    {
+        report.problem(text, fix);
+    }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(meta) => meta,
+        Err(_) if said => return,
         Err(_) => {
             report.ok(format!(
                 "lock {}: not created yet (the first call makes it)",

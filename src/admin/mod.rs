@@ -2,9 +2,12 @@
 //! fail2ban wiring), `doctor` (is every firewall call really going through xtlock?),
 //! `stats` (what the log says) and `status` (who holds the locks now).
 
+pub mod backends;
+pub mod bypass;
 pub mod divert;
 pub mod doctor;
 pub mod install;
+pub mod lockdir;
 pub mod stats;
 pub mod status;
 

@@ -18,7 +18,7 @@ pub struct Options {
 }
 
 /// iptables' own lock: `XTABLES_LOCKFILE` (iptables 1.8.6+) or the built-in path.
-fn xtables_lock() -> PathBuf {
+pub(super) fn xtables_lock() -> PathBuf {
     std::env::var_os("XTABLES_LOCKFILE")
         .filter(|v| !v.is_empty())
         .map_or_else(|| PathBuf::from("/run/xtables.lock"), PathBuf::from)

@@ -8,6 +8,7 @@ mod broken_pipe;
 mod call_kinds;
 mod common;
 mod divert;
+mod doctor;
 mod fail2ban;
 mod faults;
 mod flushes;
