@@ -7,6 +7,7 @@ mod batchable_shapes;
 mod broken_pipe;
 mod call_kinds;
 mod common;
+mod containers;
 mod divert;
 mod doctor;
 mod fail2ban;
