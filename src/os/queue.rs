@@ -431,6 +431,14 @@ impl Queue {
                 self.unclaim(&key);
             }
         }
+        // A run's output with no record: its holder died between making the one and
+        // writing the other, or between removing them (runs start only under the lock,
+        // which we hold, so none is starting now).
+        for id in self.keys("o") {
+            if !self.path("b", &id).exists() {
+                let _ = std::fs::remove_file(self.path("o", &id));
+            }
+        }
         // A temporary file whose writer died (between its create and its rename).
         for key in self.keys("t") {
             let path = self.path("t", &key);
@@ -638,6 +646,10 @@ mod tests {
         });
         assert!(live.is_pending(), "given back to the queue");
         assert!(!queue.path("b", &id).exists());
+        // An output with no record (its holder died before writing one) goes.
+        std::fs::write(queue.path("o", "1-2-3"), "").unwrap();
+        queue.recover(|_, _, _| unreachable!());
+        assert!(!queue.path("o", "1-2-3").exists());
         // A claim with no record (the holder died before it wrote one) goes back too.
         assert!(queue.claim(&live.key));
         queue.recover(|_, _, _| unreachable!());
