@@ -50,11 +50,16 @@ multi-lock-busy)
     wait_for "$work/held" || fail "holder never started"
     printf '%s' "$rules" | "$xtlock" xtables-legacy-multi iptables-restore -w 1 > "$work/out" 2>&1 &
     restore=$!
+    # The first attempt is the first child run as iptables-restore (a full restore is a
+    # flush, so an iptables-save runs before it): wait until it has ended.
     first=
     for _ in $(seq 600); do
         children=$(cat /proc/$restore/task/*/children 2>/dev/null)
-        if [ -z "$first" ]; then first=$children
-        elif [ "$children" != "$first" ]; then break; fi
+        if [ -z "$first" ]; then
+            for child in $children; do
+                tr '\0' ' ' < /proc/$child/cmdline 2>/dev/null | grep -q 'iptables-restore' && first=$child
+            done
+        elif ! echo " $children " | grep -q " $first "; then break; fi
         sleep 0.05
     done
     touch "$work/go"
