@@ -242,18 +242,19 @@ impl Holder<'_> {
             [] => {}
             [one] => self.single(one, own),
             _ => match self.restore(items, own, events) {
-                Judged::Refused { at } => {
+                // That command alone (for its own message), the others as batches.
+                (Judged::Refused { at }, _) | (Judged::NothingCommitted, Some(at)) => {
                     self.commit(&items[..at], own, events);
                     self.commit(&items[at..=at], own, events);
                     self.commit(&items[at + 1..], own, events);
                 }
-                Judged::NothingCommitted => {
+                (Judged::NothingCommitted, None) => {
                     let (first, rest) = items.split_at(items.len() / 2);
                     self.commit(first, own, events);
                     self.commit(rest, own, events);
                 }
                 // Delivered by `restore`, before its record was removed.
-                Judged::Committed { .. } | Judged::Unknown(_) | Judged::CommitFailed => {}
+                (Judged::Committed { .. } | Judged::Unknown(_) | Judged::CommitFailed, _) => {}
             },
         }
     }
@@ -274,13 +275,19 @@ impl Holder<'_> {
     /// One restore for `items`. A batch that committed (or may have) is delivered here,
     /// before its record goes: a holder taking over after a crash then judges it again
     /// from its output, and never runs a command of it a second time.
-    fn restore(&self, items: &[Item], own: &mut Option<Served>, events: &mut Vec<Event>) -> Judged {
+    /// With the judgement, where to split a batch that committed nothing (`culprit`).
+    fn restore(
+        &self,
+        items: &[Item],
+        own: &mut Option<Served>,
+        events: &mut Vec<Event>,
+    ) -> (Judged, Option<usize>) {
         let record = RunRecord {
             kind: RESTORE_RUN.into(),
             keys: items.iter().map(|i| i.key.clone()).collect(),
         };
         let Ok((id, output)) = self.queue.start_run(&record) else {
-            return Judged::NothingCommitted; // run one by one
+            return (Judged::NothingCommitted, None); // run one by one
         };
         crate::nesting::checkpoint("batch-recorded");
         let lines: Vec<&str> = items.iter().map(|i| i.request.line.as_str()).collect();
@@ -339,7 +346,11 @@ impl Holder<'_> {
         if delivered {
             self.queue.end_run(&id);
         }
-        judged
+        let culprit = match judged {
+            Judged::NothingCommitted => commit::culprit(&text, &lines),
+            _ => None,
+        };
+        (judged, culprit)
     }
 
     /// The legacy table's shape, to tell a failed COMMIT that changed nothing.

@@ -129,6 +129,25 @@ fn per_command(id: &str, n: usize, body: &[u8]) -> (Vec<Vec<u8>>, Vec<u8>) {
     (stderr, stray)
 }
 
+/// Where to split a batch that committed nothing and named no line: at the first
+/// command that jumps or goes to the chain the error names (nft refuses a jump to a
+/// missing chain at the COMMIT: "Chain 'X' does not exist"). Any split of a batch that
+/// committed nothing keeps its meaning (its commands still run in order, each in a
+/// batch that commits or alone), so this only saves restores; None: split in halves.
+pub fn culprit(output: &[u8], lines: &[&str]) -> Option<usize> {
+    let text = String::from_utf8_lossy(output);
+    let chain = text.lines().find_map(|line| {
+        let rest = line.split_once("Chain '")?.1;
+        rest.strip_suffix("' does not exist")
+    })?;
+    lines.iter().position(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        words
+            .windows(2)
+            .any(|w| matches!(w[0], "-j" | "--jump" | "-g" | "--goto") && w[1] == chain)
+    })
+}
+
 /// The line a restore names in its error: `PROG: line N failed` (nft adds `: reason`),
 /// or a parameter problem's `Error occurred at line: N` (xtables_error, xshared.c).
 fn named_line(text: &str) -> Option<usize> {
@@ -161,6 +180,19 @@ mod tests {
             stderr: stderr.iter().map(|s| s.as_bytes().to_vec()).collect(),
             stray_output: stray.as_bytes().to_vec(),
         }
+    }
+
+    #[test]
+    fn the_culprit_jumps_to_the_missing_chain() {
+        let out = b"# xtlock batch 7 begin\niptables-nft-restore v1.8.9 (nf_tables): Chain 'NOPE' does not exist\nError occurred at line: 9\n";
+        let lines = [
+            "-A INPUT -j ACCEPT",
+            "-A INPUT -j NOPEX",
+            "-A INPUT -s 1.2.3.4 -j NOPE",
+        ];
+        assert_eq!(culprit(out, &lines), Some(2));
+        assert_eq!(culprit(out, &lines[..2]), None);
+        assert_eq!(culprit(b"iptables-restore: line 9 failed\n", &lines), None);
     }
 
     #[test]
