@@ -6,6 +6,9 @@
 //! Prints tables; every ratio is against a baseline measured in the same run. Needs
 //! root, unshare(1), iptables-legacy, flock(1) and a C compiler (for the floor).
 
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::{machine, median, ratio, sh, whole_ms};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -539,41 +542,6 @@ fn argv(parts: &[&str]) -> Vec<OsString> {
     parts.iter().map(OsString::from).collect()
 }
 
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn whole_ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn machine() -> String {
-    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
-        .trim()
-        .to_string();
-    format!(
-        "{} cores, {cpu}, kernel {}",
-        sh("nproc").trim(),
-        sh("uname -r").trim()
-    )
 }

@@ -12,6 +12,9 @@
 //! row's; a row that differs is printed, never hidden. Needs root, unshare(1), flock(1)
 //! and iptables (legacy and/or nft).
 
+#[path = "shared/mod.rs"]
+mod shared;
+use shared::{machine, median, ratio, sh, whole_ms};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -740,45 +743,10 @@ fn children_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
-fn ratio(a: Duration, b: Duration) -> f64 {
-    a.as_secs_f64() / b.as_secs_f64()
-}
-
-fn whole_ms(d: Duration) -> String {
-    format!("{} ms", d.as_millis())
-}
-
-fn sh(script: &str) -> String {
-    let out = Command::new("sh").args(["-c", script]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The 1, 5 and 15 minute load averages: other work on the machine sways wall times.
 fn loadavg() -> String {
     let text = std::fs::read_to_string("/proc/loadavg").unwrap();
     text.split(' ').take(3).collect::<Vec<_>>().join(" ")
-}
-
-fn machine() -> String {
-    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
-        .trim()
-        .to_string();
-    format!(
-        "{} cores (nproc), {cpu}, kernel {}",
-        sh("nproc").trim(),
-        sh("uname -r").trim()
-    )
 }
 
 #[cfg(test)]
