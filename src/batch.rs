@@ -51,6 +51,10 @@ const IPTABLES_ENV: [&str; 5] = [
     "LD_LIBRARY_PATH",
 ];
 
+/// The most commands one restore carries (its marks must fit the room reserved for
+/// its output: `queue::start_run`).
+pub const MAX_BATCH: usize = 1000;
+
 /// The kinds of run a record names: a batch's restore, or one command run alone.
 const RESTORE_RUN: &str = "restore";
 const SINGLE_RUN: &str = "single";
@@ -109,10 +113,28 @@ pub fn candidate(
     })
 }
 
-/// Who may be batched with whom: one user, network namespace, program file, restore,
-/// table and iptables environment. None when any of them cannot be told.
+/// Who may be batched with whom: the holder runs everyone's command as itself, so one
+/// user with the same capabilities in the same user namespace; one network namespace
+/// (whose tables), mount namespace and root (whose /etc/services and /etc/protocols
+/// `--dport ssh` and `-p tcp` read); one program file, restore, table and iptables
+/// environment. None when any of them cannot be told.
 fn compat_key(program: &Path, restore_arg0: &OsStr, table: &str) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
+    let id = |path: &str| {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(format!("{}:{}", meta.dev(), meta.ino()))
+    };
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let caps = status
+        .lines()
+        .find(|l| l.starts_with("CapEff:"))?
+        .to_string();
+    let places = format!(
+        "user={} mnt={} root={} {caps}",
+        id("/proc/self/ns/user")?,
+        id("/proc/self/ns/mnt")?,
+        id("/proc/self/root")?
+    );
     let net = std::fs::metadata("/proc/self/ns/net").ok()?;
     let real = std::fs::metadata(program).ok()?;
     let env: Vec<String> = IPTABLES_ENV
@@ -122,7 +144,7 @@ fn compat_key(program: &Path, restore_arg0: &OsStr, table: &str) -> Option<Strin
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
     Some(format!(
-        "uid={euid} net={}:{} program={}@{}:{} restore={} table={table} {}",
+        "uid={euid} {places} net={}:{} program={}@{}:{} restore={} table={table} {}",
         net.dev(),
         net.ino(),
         program.display(),
@@ -164,12 +186,20 @@ impl Holder<'_> {
     /// Under the lock: settle what a holder that died left, then commit our command
     /// with those queued for the same program and table.
     pub fn lead(&self, events: &mut Vec<Event>) -> Led {
-        self.queue.recover(settle_orphan);
-        if let Some(served) = self.ticket.and_then(Ticket::result) {
+        let own_key = self.ticket.map(|t| t.key.as_str());
+        let settled = self.queue.recover(settle_orphan, own_key);
+        if let Some(served) = settled.or_else(|| self.ticket.and_then(Ticket::result)) {
             return Led::Served(served);
         }
+        // Queued, not pending and no result: a holder took it and its outcome could not
+        // be written. Running it again could apply it twice.
+        if let Some(ticket) = self.ticket
+            && !ticket.is_pending()
+        {
+            let why = "its result could not be written (is /run full?)";
+            return Led::Served(Served::Unknown(why.into()));
+        }
         self.gather();
-        let own_key = self.ticket.map(|t| t.key.as_str());
         let mut items: Vec<Item> = self
             .queue
             .pending()
@@ -181,6 +211,16 @@ impl Holder<'_> {
                 request,
             })
             .collect();
+        // The rest wait for the next holder; our own goes in all the same.
+        if items.len() > MAX_BATCH {
+            let own_item = items
+                .iter()
+                .position(|i| i.own)
+                .filter(|&at| at >= MAX_BATCH);
+            let own_item = own_item.map(|at| items.remove(at));
+            items.truncate(MAX_BATCH);
+            items.extend(own_item);
+        }
         if !items.iter().any(|i| i.own) {
             items.push(Item {
                 key: None,

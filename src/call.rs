@@ -95,7 +95,12 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let lock_start = Instant::now();
     let timeout = classify::lock_timeout(&kind, config.timeout);
     let candidate = match &kind {
-        classify::Kind::Command(c) if c.effect == classify::Effect::Write => {
+        // Not with `-w N`: once a holder has claimed it, the caller could no longer
+        // keep its own deadline ("not applied" when it gives up).
+        classify::Kind::Command(c)
+            if c.effect == classify::Effect::Write
+                && !matches!(c.wait, classify::Wait::Seconds(_)) =>
+        {
             batch::candidate(call, &path, backend(), config)
         }
         _ => None,

@@ -145,6 +145,10 @@ fn new_key() -> String {
     )
 }
 
+/// Room reserved for a run's output: the marks of a batch (about 60 bytes a command,
+/// at most `batch::MAX_BATCH` commands) and what its lines print.
+const OUTPUT_ROOM: libc::off_t = 256 << 10;
+
 /// The size of the last batch (`note_batch`); its time is the file's.
 const LAST_BATCH: &str = "last-batch";
 
@@ -163,11 +167,22 @@ pub fn pid_of_key(key: &str) -> Option<u32> {
     key.split('-').nth(1)?.parse().ok()
 }
 
+/// O_NONBLOCK: a FIFO planted in the queue never blocks a holder (it is then refused
+/// as not a regular file).
 fn open_nofollow(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+}
+
+/// A regular file's bytes; None for anything else (a FIFO, a directory, a link).
+fn read_regular(path: &Path) -> Option<Vec<u8>> {
+    let mut file = open_nofollow(path).ok()?;
+    file.metadata().ok()?.is_file().then_some(())?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// Write `bytes` to `path` whole or not at all (a temporary name, then rename).
@@ -274,7 +289,7 @@ impl Queue {
                 self.remove(&key);
                 continue;
             }
-            let request = std::fs::read(&path).ok().and_then(|b| Request::decode(&b));
+            let request = read_regular(&path).and_then(|b| Request::decode(&b));
             if let Some(request) = request {
                 found.push((key, request));
             }
@@ -320,7 +335,11 @@ impl Queue {
         if age > recent {
             return None;
         }
-        std::fs::read_to_string(path).ok()?.trim().parse().ok()
+        String::from_utf8(read_regular(&path)?)
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Nothing waits and nothing is in flight: the common case, one readdir.
@@ -371,6 +390,10 @@ impl Queue {
 
     /// Record a run before it starts: `keys` in order (None: the holder's own command).
     /// Its program's output goes to the returned file, which a holder taking over reads.
+    ///
+    /// The output file has its room reserved first: the restore's echoed marks are the
+    /// proof of its commit, and a full /run must not swallow them (the restore ignores
+    /// a failed write and commits all the same). No room: no run.
     pub fn start_run(&self, what: &RunRecord) -> io::Result<(String, File)> {
         let id = new_key();
         let output = std::fs::OpenOptions::new()
@@ -378,13 +401,29 @@ impl Queue {
             .create_new(true)
             .mode(0o600)
             .open(self.path("o", &id))?;
-        write_atomically(&self.path("b", &id), what.encode().as_bytes())?;
+        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file empty.
+        let reserved = unsafe {
+            libc::fallocate(
+                output.as_raw_fd(),
+                libc::FALLOC_FL_KEEP_SIZE,
+                0,
+                OUTPUT_ROOM,
+            )
+        };
+        let recorded = match reserved {
+            0 => write_atomically(&self.path("b", &id), what.encode().as_bytes()),
+            _ => Err(io::Error::last_os_error()),
+        };
+        if let Err(e) = recorded {
+            let _ = std::fs::remove_file(self.path("o", &id));
+            return Err(e);
+        }
         Ok((id, output))
     }
 
     /// What the run's program wrote.
     pub fn run_output(&self, id: &str) -> Vec<u8> {
-        std::fs::read(self.path("o", id)).unwrap_or_default()
+        read_regular(&self.path("o", id)).unwrap_or_default()
     }
 
     /// The run is settled (its results delivered, or its requests given back).
@@ -396,19 +435,33 @@ impl Queue {
     /// Settle what a holder that died left behind: each run it recorded, judged by
     /// `judge` from its record and output; then claimed requests in no run go back to
     /// the queue, and files of calls that died are removed.
-    pub fn recover(&self, judge: impl Fn(&RunRecord, &str, &[u8]) -> Settled) {
+    ///
+    /// Returns `ours`'s result if a run it was in is settled here: the holder taking
+    /// over may be that very caller, and its result file may not be writable (a full
+    /// /run), so it learns it here, never by running its command again.
+    pub fn recover(
+        &self,
+        judge: impl Fn(&RunRecord, &str, &[u8]) -> Settled,
+        ours: Option<&str>,
+    ) -> Option<Served> {
+        let mut our_result = None;
         // Keys of runs whose results could not all be written: still in flight.
         let mut kept: Vec<String> = Vec::new();
         for id in self.keys("b") {
-            let record = std::fs::read_to_string(self.path("b", &id))
-                .ok()
+            let record = read_regular(&self.path("b", &id))
+                .and_then(|b| String::from_utf8(b).ok())
                 .and_then(|t| RunRecord::decode(&t));
-            let output = std::fs::read(self.path("o", &id)).unwrap_or_default();
+            let output = read_regular(&self.path("o", &id)).unwrap_or_default();
             let mut delivered = true;
             if let Some(record) = &record {
                 let settled = judge(record, &id, &output);
                 for (at, key) in record.keys.iter().enumerate() {
                     let Some(key) = key else { continue };
+                    if let (Settled::Deliver(results), Some(ours)) = (&settled, ours)
+                        && ours == key
+                    {
+                        our_result = results.get(at).cloned();
+                    }
                     match &settled {
                         Settled::Requeue => self.unclaim(key),
                         Settled::Deliver(results) => match results.get(at) {
@@ -458,6 +511,7 @@ impl Queue {
                 }
             }
         }
+        our_result
     }
 }
 
@@ -517,12 +571,7 @@ impl Ticket {
     }
 
     pub fn result(&self) -> Option<Served> {
-        let mut bytes = Vec::new();
-        open_nofollow(&self.queue.path("r", &self.key))
-            .ok()?
-            .read_to_end(&mut bytes)
-            .ok()?;
-        Served::decode(&bytes)
+        Served::decode(&read_regular(&self.queue.path("r", &self.key))?)
     }
 
     /// Still ours to run or to report as not run (no holder took it)?
@@ -618,6 +667,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::of(&dir.path().join("lock"));
         let request = request();
+        // A full /run: the result of a committed run could not be written; the holder
+        // that takes over learns it from the record, if it is the very caller.
+        let lost = queue.enqueue(&request).unwrap();
+        assert!(queue.claim(&lost.key));
+        let lost_record = RunRecord {
+            kind: "restore".into(),
+            keys: vec![Some(lost.key.clone())],
+        };
+        queue.start_run(&lost_record).unwrap();
+        let settled = queue.recover(
+            |_, _, _| Settled::Deliver(vec![Served::success()]),
+            Some(&lost.key),
+        );
+        assert_eq!(settled, Some(Served::success()));
+        lost.finish();
         let gone = queue.enqueue(&request).unwrap();
         let gone_key = gone.key.clone();
         drop(gone); // its flock goes with it, as with a process that died
@@ -637,22 +701,23 @@ mod tests {
         };
         let (id, mut output) = queue.start_run(&record).unwrap();
         output.write_all(b"some output").unwrap();
-        queue.recover(|seen, seen_id, out| {
+        let judge = |seen: &RunRecord, seen_id: &str, out: &[u8]| {
             assert_eq!(
                 (seen, seen_id, out),
                 (&record, id.as_str(), &b"some output"[..])
             );
             Settled::Requeue
-        });
+        };
+        assert_eq!(queue.recover(judge, Some(&live.key)), None, "requeued");
         assert!(live.is_pending(), "given back to the queue");
         assert!(!queue.path("b", &id).exists());
         // An output with no record (its holder died before writing one) goes.
         std::fs::write(queue.path("o", "1-2-3"), "").unwrap();
-        queue.recover(|_, _, _| unreachable!());
+        queue.recover(|_, _, _| unreachable!(), None);
         assert!(!queue.path("o", "1-2-3").exists());
         // A claim with no record (the holder died before it wrote one) goes back too.
         assert!(queue.claim(&live.key));
-        queue.recover(|_, _, _| unreachable!());
+        queue.recover(|_, _, _| unreachable!(), None);
         assert!(live.is_pending());
         live.finish();
     }

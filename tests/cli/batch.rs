@@ -631,6 +631,63 @@ fn a_rule_the_kernel_refuses_fails_alone_and_spares_its_batch_nft() {
     a_rule_the_kernel_refuses("nft");
 }
 
+/// The holder runs the queued commands as itself, so a caller without CAP_NET_ADMIN
+/// (or in another user or mount namespace) is never batched with root's: queued between
+/// two root callers, it gets what it gets alone (exit 3, "Permission denied"), and the
+/// others are applied (found by a hostile review: it got 0, or made the others fail).
+#[test]
+fn a_caller_with_other_capabilities_is_not_batched_with_root() {
+    if !available() || !require("setpriv", have("setpriv")) {
+        return;
+    }
+    for backend in BACKENDS {
+        let prog = program("iptables", backend);
+        let rule = |n: u32| words(&["-A", "INPUT", "-s", &format!("10.7.0.{n}"), "-j", "DROP"]);
+        let capped = |ns: &Netns, sb: &Sandbox, args: &[String]| {
+            let mut cmd = ns.command(sb, "setpriv");
+            cmd.args(["--inh-caps=-net_admin", "--bounding-set=-net_admin"]);
+            cmd.arg(xtlock_bin())
+                .arg(&prog)
+                .args(args)
+                .env("XTABLES_LOCKFILE", "/run/xtables.capped.lock");
+            cmd
+        };
+        let sb = Sandbox::new();
+        let alone_ns = Netns::new(&sb);
+        let mut bare_capped = alone_ns.command(&sb, "setpriv");
+        bare_capped
+            .args(["--inh-caps=-net_admin", "--bounding-set=-net_admin"])
+            .arg(&prog)
+            .args(rule(2));
+        let alone = Outcome::of(&finish(bare_capped.spawn().unwrap()));
+        let ns = Netns::new(&sb);
+        let blocker = Blocker::hold(&sb, &ns);
+        let first = ns.xtlock(&sb, "a", &prog, &rule(1)).spawn().unwrap();
+        wait_until("the first caller queued", || ns.queued() == 1);
+        let middle = capped(&ns, &sb, &rule(2)).spawn().unwrap();
+        wait_until("the capped caller queued", || ns.queued() == 2);
+        let last = ns.xtlock(&sb, "c", &prog, &rule(3)).spawn().unwrap();
+        wait_until("the last caller queued", || ns.queued() == 3);
+        blocker.release();
+        let outcomes: Vec<Outcome> = [first, middle, last]
+            .into_iter()
+            .map(|c| Outcome::of(&finish(c)))
+            .collect();
+        assert_eq!(outcomes[1], alone, "{backend}: the capped caller, as alone");
+        assert_eq!(outcomes[0], Outcome::ok(), "{backend}");
+        assert_eq!(outcomes[2], Outcome::ok(), "{backend}");
+        let save = ns.read(&sb, &format!("{prog}-save"), &[]);
+        assert!(
+            save.contains("10.7.0.1/32") && save.contains("10.7.0.3/32"),
+            "{save}"
+        );
+        assert!(
+            !save.contains("10.7.0.2/32"),
+            "{backend}: applied as root: {save}"
+        );
+    }
+}
+
 /// A command that succeeds with a warning on stderr (ip6tables, an extension header as
 /// `-p`: "Warning: never matched protocol", ip6tables.c / xshared.c 1.8.9) is not a shape
 /// a batch takes (`batchable`), so it runs alone, warning and all; if a batch ever did
