@@ -70,7 +70,10 @@ const MAX_LINE: usize = 10_000;
 
 /// A call that may wait in the queue: its request and how to commit it.
 pub struct Candidate {
-    pub request: Request,
+    /// The request but its `compat`, which `request` adds when the call first needs it:
+    /// a call that gets the lock at once and finds nobody queued never does.
+    partial: Request,
+    request: std::cell::OnceCell<Option<Request>>,
     table: String,
     restore_arg0: OsString,
     backend: Backend,
@@ -98,10 +101,10 @@ pub fn candidate(
         return None;
     }
     let restore_arg0 = OsString::from(format!("{applet}-restore"));
-    let compat = compat_key(path, &restore_arg0, &batch_line.table)?;
     Some(Candidate {
-        request: Request {
-            compat,
+        request: std::cell::OnceCell::new(),
+        partial: Request {
+            compat: String::new(),
             program: path.to_path_buf(),
             arg0: call.arg0.clone(),
             args: call.args.clone(),
@@ -111,6 +114,21 @@ pub fn candidate(
         restore_arg0,
         backend,
     })
+}
+
+impl Candidate {
+    /// The request to queue or lead with; None when who the caller is cannot be told.
+    pub fn request(&self) -> Option<&Request> {
+        self.request
+            .get_or_init(|| {
+                let compat = compat_key(&self.partial.program, &self.restore_arg0, &self.table)?;
+                Some(Request {
+                    compat,
+                    ..self.partial.clone()
+                })
+            })
+            .as_ref()
+    }
 }
 
 /// Who may be batched with whom: the holder runs everyone's command as itself, so one
@@ -199,12 +217,18 @@ impl Holder<'_> {
             let why = "its result could not be written (is /run full?)";
             return Led::Served(Served::Unknown(why.into()));
         }
+        let Some(own_request) = self.own.request() else {
+            if let Some(ticket) = self.ticket {
+                ticket.withdraw();
+            }
+            return Led::Alone;
+        };
         self.gather();
         let mut items: Vec<Item> = self
             .queue
             .pending()
             .into_iter()
-            .filter(|(_, request)| request.compat == self.own.request.compat)
+            .filter(|(_, request)| request.compat == own_request.compat)
             .map(|(key, request)| Item {
                 own: Some(key.as_str()) == own_key,
                 key: Some(key),
@@ -224,7 +248,7 @@ impl Holder<'_> {
         if !items.iter().any(|i| i.own) {
             items.push(Item {
                 key: None,
-                request: self.own.request.clone(),
+                request: own_request.clone(),
                 own: true,
             });
         }
@@ -407,7 +431,7 @@ impl Holder<'_> {
     /// Spawn `NAME-restore --noflush --verbose` with `input`, in its own process group,
     /// keeping the lock's descriptor, its output into `output`. None: it did not run.
     fn run_restore(&self, input: &[u8], output: std::fs::File) -> Option<Ended> {
-        let mut command = Command::new(&self.own.request.program);
+        let mut command = Command::new(&self.own.partial.program);
         command
             .arg0(&self.own.restore_arg0)
             .args(["--noflush", "--verbose"])

@@ -108,7 +108,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let queue = Queue::of(&config.lock_file);
     let mut ticket: Option<Ticket> = None;
     let mut taken = guard::take(&config.lock_file, timeout, pump.as_mut(), &mut || {
-        ticket = queue.enqueue(&candidate.as_ref()?.request);
+        ticket = queue.enqueue(candidate.as_ref()?.request()?);
         nesting::checkpoint("queued");
         ticket.as_ref().map(Ticket::wake_fd)
     });

@@ -67,3 +67,41 @@ fn a_flush_names_the_flusher_and_what_is_gone() {
         }
     }
 }
+
+/// The multi-call form (`xtables-legacy-multi iptables -X`, as the binary's own
+/// dispatcher reads it) is looked at through the same binary's `iptables-save`.
+#[test]
+fn a_flush_through_the_multi_call_form_is_seen_too() {
+    if !private_netns_with(&["xtables-legacy-multi", "xtables-nft-multi"]) {
+        return;
+    }
+    for backend in ["legacy", "nft"] {
+        let sb = Sandbox::new();
+        let multi = format!("xtables-{backend}-multi");
+        sb.link_shim(&multi);
+        let real = which(&multi);
+        let script = format!(
+            "{real} iptables -N f2b-x; {real} iptables -A f2b-x -j RETURN\n\
+             {multi} iptables -w -F; echo flush=$?\n\
+             {multi} iptables -w -X; echo delete=$?",
+            real = real.display()
+        );
+        let (status, stdout, stderr) = in_namespace_of(&sb, &script);
+        assert_eq!(
+            (status, stdout.as_str()),
+            (0, "flush=0\ndelete=0\n"),
+            "{stderr}"
+        );
+        assert!(stderr.is_empty(), "{backend}: {stderr}");
+        let log = sb.log();
+        let gone: Vec<String> = events(&log, "flushed")
+            .iter()
+            .map(|e| field(e, "gone").to_string())
+            .collect();
+        assert_eq!(
+            gone,
+            ["filter: 1 rule of f2b-x gone", "filter: chains f2b-x gone"],
+            "{backend}: {log}"
+        );
+    }
+}
