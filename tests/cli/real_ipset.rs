@@ -66,7 +66,9 @@ fn ipset_reads_run_while_the_lock_is_held_and_writes_wait() {
 
 /// Issue 15, item 1, as reported: `ipset save S | sed | ipset restore` through the shims
 /// copies every entry, as bare (before: statuses `4 0 0` and nothing copied after the
-/// timeout, the restore holding the lock while it waited for the save's output).
+/// timeout, the restore holding the lock while it waited for the save's output). Run
+/// as typed, then with the save waiting until the restore holds the lock (the order that
+/// deadlocked; bounded at 3 s, since now the restore takes it only once input comes).
 #[test]
 fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
     let Some((sb, bare)) = ipset_sandbox() else {
@@ -77,7 +79,10 @@ fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
          for i in $(seq 0 2999); do echo \"add blocklist 10.9.$((i / 250)).$((i % 250))\"; done | {bare} restore || exit 98\n\
          export XTLOCK_TIMEOUT=5\n\
          ipset save blocklist | sed s/blocklist/copy/g | ipset restore; echo \"statuses=${{PIPESTATUS[*]}}\"\n\
-         echo entries=$({bare} list copy | grep -c '^10\\.9\\.')",
+         echo entries=$({bare} list copy | grep -c '^10\\.9\\.')\n\
+         {{ for i in $(seq 60); do flock -n \"$XTLOCK_LOCK_FILE\" true || break; sleep 0.05; done; ipset save blocklist; }} \
+           | sed s/blocklist/later/g | ipset restore; echo \"restore first: statuses=${{PIPESTATUS[*]}}\"\n\
+         echo later=$({bare} list later | grep -c '^10\\.9\\.')",
         bare = bare.display()
     );
     let (status, stdout, stderr) =
@@ -85,6 +90,12 @@ fn an_ipset_pipeline_through_the_shims_copies_every_entry() {
     assert_eq!(status, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("statuses=0 0 0\n"), "{stdout}\n{stderr}");
     assert!(stdout.contains("entries=3000\n"), "{stdout}\n{stderr}");
+    // The restore started first (it held the lock before, or 3 s passed): the same.
+    assert!(
+        stdout.contains("restore first: statuses=0 0 0\n"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("later=3000\n"), "{stdout}\n{stderr}");
 }
 
 fn shell_quote(text: &str) -> String {
