@@ -8,15 +8,16 @@ use crate::attempts::{self, Attempts};
 use crate::batch;
 use crate::classify;
 use crate::config::Config;
-use crate::guard::{self, Guard};
+use crate::guard::Guard;
 use crate::input::Prepared;
 use crate::invocation::{Call, with_caller};
 use crate::log::{Event, EventKind, Logger};
 use crate::nesting;
-use crate::queue::{Queue, Ticket};
+use crate::queue::Queue;
 use crate::resolve;
 use crate::run::{self, Input, Program};
 use crate::status::{Exit, Failure};
+use crate::turn::{self, Turn};
 use crate::wait::StdinPump;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -94,65 +95,27 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     // the holder may run it for us.
     let lock_start = Instant::now();
     let timeout = classify::lock_timeout(&kind, config.timeout);
-    let candidate = match &kind {
-        // Not with `-w N`: once a holder has claimed it, the caller could no longer
-        // keep its own deadline ("not applied" when it gives up).
-        classify::Kind::Command(c)
-            if c.effect == classify::Effect::Write
-                && !matches!(c.wait, classify::Wait::Seconds(_)) =>
-        {
-            batch::candidate(call, &path, backend(), config)
-        }
-        _ => None,
-    };
+    let candidate = turn::candidate(call, &kind, &path, backend, config);
     let queue = Queue::of(&config.lock_file);
-    let mut ticket: Option<Ticket> = None;
-    let mut taken = guard::take(&config.lock_file, timeout, pump.as_mut(), &mut || {
-        ticket = queue.enqueue(candidate.as_ref()?.request()?);
-        nesting::checkpoint("queued");
-        ticket.as_ref().map(Ticket::wake_fd)
-    });
-    let taken_by_holder = taken.is_err() && ticket.as_ref().is_some_and(|t| !t.withdraw());
-    if taken_by_holder && let Some(ticket) = &ticket {
-        // A holder took our command before we gave up: its result is ours, applied or
-        // not. Wait for it (or for the lock, to settle it if that holder died) once more.
-        taken = guard::take(&config.lock_file, timeout, None, &mut || {
-            Some(ticket.wake_fd())
-        });
-    }
-    let guard = match taken {
-        Ok(Guard::Served) => {
-            let served = ticket.as_ref().and_then(Ticket::result);
-            if let Some(ticket) = ticket {
-                ticket.finish();
-            }
-            let served = served.ok_or_else(|| {
-                Failure::Own(format!("{}: woken without a result", call.display_name()))
-            })?;
-            return batch::finish_served(served, &call.display_name());
-        }
-        // A holder has our command: only the lock lets us settle it, never a join.
-        Ok(guard) if taken_by_holder && !matches!(guard, Guard::Held { .. }) => {
-            return Err(Failure::Lock(format!(
-                "{}: the holder had taken the command into a batch and may still apply it",
-                call.display_name()
-            )));
-        }
-        Ok(guard) => guard,
-        Err(message) => {
+    let turn = turn::wait(
+        call,
+        config,
+        candidate.as_ref(),
+        &queue,
+        timeout,
+        pump.as_mut(),
+    )?;
+    let (guard, ticket) = match turn {
+        Turn::Run { guard, ticket } => (guard, ticket),
+        Turn::Served(served) => return batch::finish_served(served, &call.display_name()),
+        Turn::NoLock(message) => {
             let message = match &pump {
                 Some(pump) if pump.is_full() => format!(
                     "{message}; its input filled max_stdin ({} bytes) while it waited",
                     config.max_stdin
                 ),
-                _ if taken_by_holder => format!(
-                    "{message}; the holder had taken the command into a batch and may still apply it"
-                ),
                 _ => message,
             };
-            if let Some(ticket) = ticket {
-                ticket.finish();
-            }
             let e = call
                 .event(EventKind::LockFailed)
                 .field("wait_ms", lock_start.elapsed().as_millis().to_string())

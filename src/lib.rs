@@ -47,6 +47,7 @@ pub mod batch;
 pub mod call;
 pub mod flushes;
 pub mod invocation;
+pub mod turn;
 
 /// Input: options and the config file; admin commands.
 pub mod admin;

@@ -158,3 +158,30 @@ fn closed_standard_descriptors_are_reopened_not_reused() {
         "{listing}"
     );
 }
+
+/// A `waitpid` that fails (strace injects ECHILD into wait4) is xtlock's own failure:
+/// 125 with one line naming it, logged as `xtlock-failed`, never passed off as the
+/// program's own status (before: logged as the program's `failed`, status 125).
+#[test]
+fn a_failed_wait_is_xtlocks_own_failure() {
+    if !require("strace", have("strace")) {
+        return;
+    }
+    let sb = Sandbox::new();
+    let out = sb
+        .command("strace")
+        .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=wait4"])
+        .args(["-e", "inject=wait4:error=ECHILD"])
+        .arg(xtlock_bin())
+        .arg("/bin/true")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 125, "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        "xtlock: cannot wait for /bin/true: No child processes\n"
+    );
+    let log = sb.log();
+    assert!(log.contains("event=xtlock-failed"), "{log}");
+    assert!(!log.contains("event=failed"), "{log}");
+}
