@@ -81,7 +81,12 @@ fn main() {
             "--runs" => options.runs = iter.next().unwrap().parse().unwrap(),
             "--rounds" => options.rounds = iter.next().unwrap().parse().unwrap(),
             "--skip-contention" => options.contention = false,
-            "--baseline" => options.baseline = Some(iter.next().unwrap().into()),
+            // Absolute: the shims are symlinks made elsewhere, and a dangling one would
+            // silently measure the bare program.
+            "--baseline" => {
+                let path = iter.next().expect("--baseline PATH");
+                options.baseline = Some(std::fs::canonicalize(&path).expect("--baseline PATH"))
+            }
             other => panic!("bench: unknown argument {other}"),
         }
     }

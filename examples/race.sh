@@ -43,6 +43,9 @@ if [ -z "${inner:-}" ]; then
         xtlock=$here/target/release/xtlock
     fi
     [ -x "$xtlock" ] || { echo "race.sh: no xtlock binary (cargo build first, or --xtlock PATH)" >&2; exit 2; }
+    # The shim is a symlink made elsewhere: a relative target would dangle, and the
+    # "xtlock" run would silently be a bare one.
+    xtlock=$(realpath "$xtlock")
     command -v "$program" >/dev/null || { echo "race.sh: $program not installed" >&2; exit 2; }
     [ "$mode" = both ] && modes="bare xtlock" || modes=$mode
     status=0
@@ -76,6 +79,7 @@ if [ "$inner" = flock ]; then
 fi
 if [ "$inner" = xtlock ]; then
     ln -s "$XTLOCK" $work/shim/$program
+    [ -x $work/shim/$program ] || { echo "race.sh: the shim $work/shim/$program -> $XTLOCK does not run" >&2; exit 2; }
     export XTLOCK_LOCK_FILE=/run/xtlock.lock XTLOCK_SYSLOG_SOCKET= XTLOCK_LOG_FILE=$work/xtlock.log
 fi
 PATH=$work/shim:$PATH
