@@ -85,7 +85,7 @@ fn main() {
             // silently measure the bare program.
             "--baseline" => {
                 let path = iter.next().expect("--baseline PATH");
-                options.baseline = Some(std::fs::canonicalize(&path).expect("--baseline PATH"))
+                options.baseline = Some(std::fs::canonicalize(path).expect("--baseline PATH"))
             }
             other => panic!("bench: unknown argument {other}"),
         }
