@@ -91,6 +91,8 @@ pub fn command() -> Command {
 
 /// Names that are xtlock's own commands; `xtlock -- NAME` runs a program of that name.
 pub const ADMIN_COMMANDS: [&str; 5] = ["install", "uninstall", "doctor", "stats", "status"];
+/// clap's own `help [COMMAND]`, which `--help` lists: no firewall program is named so.
+const HELP_COMMAND: &str = "help";
 
 fn flag(name: &'static str, help: &'static str) -> Arg {
     Arg::new(name)
@@ -214,6 +216,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Parsed, Failure> {
     if let Some(first) = args.get(1)
         && !first.as_encoded_bytes().starts_with(b"-")
         && !ADMIN_COMMANDS.iter().any(|c| first == c)
+        && first != HELP_COMMAND
     {
         let action = Action::Run(args[1..].to_vec());
         return Ok(Parsed::Run(Box::new(Cli {
@@ -294,5 +297,19 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .collect();
         assert_eq!(names, super::ADMIN_COMMANDS);
+    }
+
+    #[test]
+    fn help_is_answered_not_run() {
+        // `xtlock --help` lists `help`; it must not look for a program named help.
+        let help = |args: &[&str]| {
+            let argv = args.iter().map(std::ffi::OsString::from).collect();
+            matches!(super::parse(argv), Ok(super::Parsed::Done(0)))
+        };
+        assert!(help(&["xtlock", "help"]));
+        assert!(help(&["xtlock", "help", "stats"]));
+        assert!(help(&["xtlock", "stats", "--help"]));
+        let run = super::parse(["xtlock", "iptables", "help"].map(Into::into).to_vec());
+        assert!(matches!(run, Ok(super::Parsed::Run(_))));
     }
 }
