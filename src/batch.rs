@@ -121,6 +121,9 @@ impl Candidate {
     pub fn request(&self) -> Option<&Request> {
         self.request
             .get_or_init(|| {
+                if self.backend == Backend::Legacy && !xtables_lock_opens() {
+                    return None;
+                }
                 let compat = compat_key(&self.partial.program, &self.restore_arg0, &self.table)?;
                 Some(Request {
                     compat,
@@ -130,6 +133,32 @@ impl Candidate {
             .as_ref()
     }
 }
+
+/// Would this caller's legacy iptables open its own lock file? Bare, one that cannot
+/// (`XTABLES_LOCKFILE` in a missing directory, a directory) fails with "Fatal: can't
+/// open lock file" (exit 4) before it does anything, so it must run alone, never in a
+/// holder's restore (which opens the holder's lock file). Which file it is decides
+/// nothing else under our lock, so it is not in the batch key: writers with a lock
+/// file each still batch together. Opened as iptables opens it (xshared.c 1.8.9,
+/// `xtables_lock`: O_CREAT, 0600, relative to the cwd; unset or empty: the default),
+/// which makes it as the command itself would have.
+fn xtables_lock_opens() -> bool {
+    let path = std::env::var_os("XTABLES_LOCKFILE")
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| XT_LOCK_NAME.into());
+    let Ok(path) = std::ffi::CString::new(path.into_encoded_bytes()) else {
+        return false;
+    };
+    // (std's OpenOptions will not create a file opened for reading only.)
+    // SAFETY: a valid NUL-terminated path; the descriptor is ours and closed at once.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_CLOEXEC, 0o600);
+        fd >= 0 && libc::close(fd) == 0
+    }
+}
+
+/// Debian's iptables is built with `--with-xt-lock-name=/run/xtables.lock`.
+const XT_LOCK_NAME: &str = "/run/xtables.lock";
 
 /// Who may be batched with whom: the holder runs everyone's command as itself, so one
 /// user with the same capabilities in the same user namespace; one network namespace
