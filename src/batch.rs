@@ -611,9 +611,8 @@ pub fn finish_served(
             stdout,
             stderr,
         } => {
-            let _ = std::io::stdout().write_all(&stdout);
-            let _ = std::io::stdout().flush();
-            let _ = std::io::stderr().write_all(&stderr);
+            crate::output::pass_through(crate::output::Stream::Stdout, &stdout);
+            crate::output::pass_through(crate::output::Stream::Stderr, &stderr);
             Ok(crate::status::Exit::Status(crate::status::shell_status(
                 status,
             )))

@@ -19,7 +19,6 @@ use crate::run::{self, Input, Program};
 use crate::status::{Exit, Failure};
 use crate::turn::{self, Turn};
 use crate::wait::StdinPump;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 /// A waiter logs when it waited longer than this.
@@ -28,7 +27,7 @@ const SLOW_WAIT: Duration = Duration::from_secs(1);
 /// One call. Every event is logged at the end, after the lock is released.
 pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failure> {
     let mut events = Vec::new();
-    let result = run_logged(call, config, &mut events);
+    let result = run_logged(call, config, &mut events).map(as_bare_after_a_gone_reader);
     if let Err(failure) = &result
         && !events.iter().any(|e| e.kind == EventKind::LockFailed)
     {
@@ -42,6 +41,22 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failur
         logger.log(event);
     }
     result
+}
+
+/// Bare, a program whose output meets a reader that is gone dies there by SIGPIPE,
+/// unless the caller ignores it (then its write fails and it goes on). xtlock passes
+/// the program's captured stderr (and a queued call's output) on itself, so the call
+/// ends as the program would have.
+fn as_bare_after_a_gone_reader(exit: Exit) -> Exit {
+    match exit {
+        Exit::Status(_)
+            if crate::output::passed_to_no_reader()
+                && !crate::signals::was_ignored(libc::SIGPIPE) =>
+        {
+            Exit::Signal(libc::SIGPIPE)
+        }
+        exit => exit,
+    }
 }
 
 fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<Exit, Failure> {
@@ -206,7 +221,7 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     let outcome = outcome?;
     let attempt = &outcome.attempt;
     if !attempt.stderr_passed {
-        let _ = std::io::stderr().write_all(&attempt.stderr);
+        crate::output::pass_through(crate::output::Stream::Stderr, &attempt.stderr);
     }
     if config.verbose {
         let e = call

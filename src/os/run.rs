@@ -7,7 +7,7 @@
 //! SIGPIPE for the child, and the program must get the caller's.
 
 use std::ffi::{CString, OsStr, OsString};
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -334,12 +334,12 @@ impl StderrSink {
             self.kept.extend_from_slice(bytes);
             return;
         }
-        let mut caller = io::stderr().lock();
+        use crate::output::{Stream, pass_through};
         if !self.passed {
             self.passed = true;
-            let _ = caller.write_all(&self.kept);
+            pass_through(Stream::Stderr, &self.kept);
         }
-        let _ = caller.write_all(bytes);
+        pass_through(Stream::Stderr, bytes);
     }
 }
 

@@ -5,8 +5,9 @@
 //! up here as EPIPE. As ripgrep and uutils do, BrokenPipe means "the reader is gone":
 //! stop writing to that stream, quietly, and end with the status the command would have
 //! had. Any other write error on stdout (a full disk) is an error of ours: `finish`
-//! reports it once, as GNU's close_stdout does. (The program's own stderr, passed
-//! through in `run` and `call`, is the caller's bytes, not xtlock's output.)
+//! reports it once, as GNU's close_stdout does. The program's own bytes (its captured
+//! stderr, a queued call's output) go through `pass_through`: a gone reader there is
+//! what the program would have met bare, and the call ends as it would have.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -67,6 +68,34 @@ pub fn write(stream: Stream, bytes: &[u8]) {
             let _ = STDOUT_ERROR.compare_exchange(0, errno, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
+}
+
+/// Set when the program's own bytes met a reader that is gone (`pass_through`).
+static PASSED_TO_NO_READER: AtomicBool = AtomicBool::new(false);
+
+/// Write the program's own bytes (its captured stderr, a queued call's output) to the
+/// caller. A reader that is gone is remembered, not reported: bare, the program would
+/// have met it itself (`passed_to_no_reader`).
+pub fn pass_through(stream: Stream, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    let result = match stream {
+        Stream::Stdout => {
+            let mut out = io::stdout().lock();
+            out.write_all(bytes).and_then(|()| out.flush())
+        }
+        Stream::Stderr => io::stderr().lock().write_all(bytes),
+    };
+    if result.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+        PASSED_TO_NO_READER.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Did the program's bytes meet a reader that is gone? Bare, the program would have
+/// died there by SIGPIPE (unless the caller ignores it).
+pub fn passed_to_no_reader() -> bool {
+    PASSED_TO_NO_READER.load(Ordering::Relaxed)
 }
 
 /// At the end of a command of xtlock's own: a write error on stdout other than a gone

@@ -1288,3 +1288,42 @@ fn a_caller_whose_iptables_lock_file_cannot_open_is_not_batched() {
         assert!(!save.contains("10.8.0.2/32"), "applied: {save}");
     }
 }
+
+/// A queued caller whose stderr has no reader: its command's error, passed on from the
+/// batch's result, ends it by SIGPIPE, as bare iptables dies at that message; the
+/// other caller of the batch is untouched.
+#[test]
+fn a_queued_callers_error_to_a_gone_reader_ends_it_as_bare() {
+    if !available() {
+        return;
+    }
+    let gone = || {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        Stdio::from(writer)
+    };
+    let absent = words(&["-D", "INPUT", "-s", "10.9.9.9", "-j", "DROP"]);
+    let added = words(&["-A", "INPUT", "-s", "10.9.9.1", "-j", "DROP"]);
+    for backend in BACKENDS {
+        let prog = program("iptables", backend);
+        let sb = Sandbox::new();
+        let alone_ns = Netns::new(&sb);
+        let bare = alone_ns
+            .bare(&sb, &prog, &absent)
+            .stderr(gone())
+            .status()
+            .unwrap();
+        assert_eq!(bare.signal(), Some(libc::SIGPIPE), "{backend}: the premise");
+        let ns = Netns::new(&sb);
+        let blocker = Blocker::hold(&sb, &ns);
+        let mut first = ns.xtlock(&sb, "a", &prog, &absent);
+        let first = first.stderr(gone()).spawn().unwrap();
+        wait_until("the first caller queued", || ns.queued() == 1);
+        let second = ns.xtlock(&sb, "b", &prog, &added).spawn().unwrap();
+        wait_until("the second caller queued", || ns.queued() == 2);
+        blocker.release();
+        let first = finish(first);
+        assert_eq!(first.status.signal(), Some(libc::SIGPIPE), "{backend}");
+        assert_eq!(Outcome::of(&finish(second)), Outcome::ok(), "{backend}");
+    }
+}

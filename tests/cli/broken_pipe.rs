@@ -185,3 +185,52 @@ fn a_full_disk_on_stdout_is_an_error_of_ours() {
         "xtlock: cannot write to standard output: No space left on device\n"
     );
 }
+
+/// The program's own stderr to a caller whose reader is gone: bare, iptables dies by
+/// SIGPIPE at its error message; through xtlock, which passes the captured stderr on,
+/// the call ends the same way (before: exit 1). A caller that ignores SIGPIPE sees the
+/// program's exit 1 both ways. Real iptables-legacy in a private network namespace.
+#[test]
+fn the_programs_stderr_to_a_gone_reader_ends_the_call_as_bare() {
+    if !private_netns_with(&["iptables-legacy"]) {
+        return;
+    }
+    let sb = Sandbox::new();
+    sb.link_shim("iptables-legacy");
+    let run = |program: &str, ignore_sigpipe: bool| {
+        let guarded = "[ \"$(ip -o link show | wc -l)\" -eq 1 ] || exit 99\n\
+                       mount -t tmpfs xtlock-test /run || exit 98\n\
+                       exec \"$@\"";
+        let mut cmd = sb.command("unshare");
+        cmd.args(["-n", "-m", "sh", "-c", guarded, "sh", program])
+            .args(["-w", "-X", "no-such-chain"])
+            .stderr(pipe_without_reader());
+        if ignore_sigpipe {
+            // SAFETY: signal(2) only, in the child before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        }
+        let out = cmd.output().unwrap();
+        (out.status.code(), out.status.signal())
+    };
+    let bare = which("iptables-legacy");
+    let shim = sb.path("shim/iptables-legacy");
+    for ignore_sigpipe in [false, true] {
+        let want = run(&bare.display().to_string(), ignore_sigpipe);
+        let premise = if ignore_sigpipe {
+            (Some(1), None)
+        } else {
+            (None, Some(libc::SIGPIPE))
+        };
+        assert_eq!(want, premise, "bare, SIGPIPE ignored: {ignore_sigpipe}");
+        let got = run(&shim.display().to_string(), ignore_sigpipe);
+        assert_eq!(
+            got, want,
+            "through xtlock, SIGPIPE ignored: {ignore_sigpipe}"
+        );
+    }
+}
