@@ -183,6 +183,10 @@ echo "mode=$inner backend=$backend workers=$workers commands=$commands failed=$f
 if [ "$failed" -gt 0 ]; then
     echo "first failures:" >&2
     head -3 $work/failed >&2
+    if [ "$inner" = xtlock ]; then
+        echo "xtlock's log of them:" >&2
+        grep -v -e 'event=retry' -e 'event=batch ' -e 'event=slow-wait' $work/xtlock.log | head -5 >&2 || true
+    fi
 fi
 if [ "$inner" = xtlock ] && [ -s $work/xtlock.log ]; then
     echo "xtlock retried $(grep -c 'event=retry' $work/xtlock.log || true) attempts; gave up on $(grep -c 'event=gave-up' $work/xtlock.log || true)" >&2

@@ -42,7 +42,8 @@ fn race_with_bans(backend: &str, mode: &str, workers: u32, bans: u32) -> RaceRes
         failed: value("failed"),
         missing: value("missing"),
         duplicated: value("duplicated"),
-        line: line.clone(),
+        // With what went wrong (race.sh names the first failures on stderr).
+        line: format!("{line}\n{}", stderr(&out)),
     }
 }
 
