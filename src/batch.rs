@@ -243,7 +243,8 @@ impl Holder<'_> {
         if let Some(ticket) = self.ticket
             && !ticket.is_pending()
         {
-            let why = "its result could not be written (is /run full?)";
+            // Seen once in a storm of SIGKILLs without a full /run: say what is known.
+            let why = "a holder took it, and its result is missing (a full /run?)";
             return Led::Served(Served::Unknown(why.into()));
         }
         let Some(own_request) = self.own.request() else {
