@@ -54,19 +54,23 @@ pub fn write(stream: Stream, bytes: &[u8]) {
     if stream.gone().load(Ordering::Relaxed) {
         return;
     }
-    let result = match stream {
-        Stream::Stdout => {
-            let mut out = io::stdout().lock();
-            out.write_all(bytes).and_then(|()| out.flush())
-        }
-        Stream::Stderr => io::stderr().lock().write_all(bytes),
-    };
-    if let Err(e) = result {
+    if let Err(e) = write_to(stream, bytes) {
         stream.gone().store(true, Ordering::Relaxed);
         if stream == Stream::Stdout && on_error(e.kind()) == OnError::Report {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
             let _ = STDOUT_ERROR.compare_exchange(0, errno, Ordering::Relaxed, Ordering::Relaxed);
         }
+    }
+}
+
+/// All of `bytes`, flushed.
+fn write_to(stream: Stream, bytes: &[u8]) -> io::Result<()> {
+    match stream {
+        Stream::Stdout => {
+            let mut out = io::stdout().lock();
+            out.write_all(bytes).and_then(|()| out.flush())
+        }
+        Stream::Stderr => io::stderr().lock().write_all(bytes),
     }
 }
 
@@ -80,14 +84,7 @@ pub fn pass_through(stream: Stream, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    let result = match stream {
-        Stream::Stdout => {
-            let mut out = io::stdout().lock();
-            out.write_all(bytes).and_then(|()| out.flush())
-        }
-        Stream::Stderr => io::stderr().lock().write_all(bytes),
-    };
-    if result.is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+    if write_to(stream, bytes).is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
         PASSED_TO_NO_READER.store(true, Ordering::Relaxed);
     }
 }
