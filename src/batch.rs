@@ -22,7 +22,7 @@ use crate::queue::{Queue, Request, RunRecord, Served, Settled, Ticket};
 use crate::xtinfo::TableShape;
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
@@ -141,7 +141,7 @@ impl Candidate {
 /// nothing else under our lock, so it is not in the batch key: writers with a lock
 /// file each still batch together. Opened as iptables opens it (xshared.c 1.8.9,
 /// `xtables_lock`: O_CREAT, 0600, relative to the cwd; unset or empty: the default),
-/// which makes it as the command itself would have.
+/// which makes it as the command itself would have; only a regular file counts.
 fn xtables_lock_opens() -> bool {
     let path = std::env::var_os("XTABLES_LOCKFILE")
         .filter(|p| !p.is_empty())
@@ -149,12 +149,18 @@ fn xtables_lock_opens() -> bool {
     let Ok(path) = std::ffi::CString::new(path.into_encoded_bytes()) else {
         return false;
     };
-    // (std's OpenOptions will not create a file opened for reading only.)
-    // SAFETY: a valid NUL-terminated path; the descriptor is ours and closed at once.
-    unsafe {
-        let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_CLOEXEC, 0o600);
-        fd >= 0 && libc::close(fd) == 0
+    // (std's OpenOptions will not create a file opened for reading only.) Not blocking:
+    // a FIFO there would hang iptables, and must not hang us, maybe holding the lock.
+    let flags = libc::O_CREAT | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY;
+    // SAFETY: a valid NUL-terminated path; the descriptor is ours, owned at once.
+    let fd = unsafe { libc::open(path.as_ptr(), flags, 0o600) };
+    if fd < 0 {
+        return false;
     }
+    // SAFETY: `fd` is a descriptor we just opened and own alone.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    // Anything but a regular file (a FIFO, a device) runs alone, as the caller's own.
+    file.metadata().is_ok_and(|m| m.is_file())
 }
 
 /// Debian's iptables is built with `--with-xt-lock-name=/run/xtables.lock`.

@@ -1327,3 +1327,29 @@ fn a_queued_callers_error_to_a_gone_reader_ends_it_as_bare() {
         assert_eq!(Outcome::of(&finish(second)), Outcome::ok(), "{backend}");
     }
 }
+
+/// A caller whose `XTABLES_LOCKFILE` is a FIFO (bare, iptables-legacy blocks opening
+/// it): asking whether it could be batched must not block in that open; it waits for
+/// the lock like any call that runs alone.
+#[test]
+fn a_fifo_as_iptables_lock_file_does_not_hang_the_question() {
+    if !available() {
+        return;
+    }
+    let prog = program("iptables", "legacy");
+    let sb = Sandbox::new();
+    let ns = Netns::new(&sb);
+    let fifo = sb.path("state/xtables.fifo");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+    assert!(made.unwrap().success());
+    let blocker = Blocker::hold(&sb, &ns);
+    let rule = words(&["-A", "INPUT", "-s", "10.8.1.1", "-j", "DROP"]);
+    let mut cmd = ns.xtlock(&sb, "fifo", &prog, &rule);
+    let mut caller = cmd.env("XTABLES_LOCKFILE", &fifo).spawn().unwrap();
+    let pid = caller.id();
+    wait_until("the caller waits for the lock", || waits_for_a_flock(pid));
+    assert_eq!(ns.queued(), 0, "not queued");
+    let _ = caller.kill();
+    let _ = caller.wait();
+    blocker.release();
+}
