@@ -44,14 +44,13 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failur
 }
 
 /// Bare, a program whose output meets a reader that is gone dies there by SIGPIPE,
-/// unless the caller ignores it (then its write fails and it goes on). xtlock passes
+/// unless the caller ignores or blocks it (then its write fails and it goes on). xtlock passes
 /// the program's captured stderr (and a queued call's output) on itself, so the call
 /// ends as the program would have.
 fn as_bare_after_a_gone_reader(exit: Exit) -> Exit {
     match exit {
         Exit::Status(_)
-            if crate::output::passed_to_no_reader()
-                && !crate::signals::was_ignored(libc::SIGPIPE) =>
+            if crate::output::passed_to_no_reader() && crate::signals::sigpipe_kills() =>
         {
             Exit::Signal(libc::SIGPIPE)
         }
@@ -237,6 +236,9 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
     }
     Ok(match attempt.signal() {
         Some(signal) if crate::signals::received() == Some(signal) => Exit::Signal(signal),
+        // It wrote to a reader that is gone (a stream of the caller's it inherited, a
+        // pipe of its own): bare, the caller would see this very death.
+        Some(libc::SIGPIPE) => Exit::Signal(libc::SIGPIPE),
         _ => Exit::Status(attempt.shell_status()),
     })
 }

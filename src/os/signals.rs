@@ -88,6 +88,19 @@ pub fn was_ignored(signal: i32) -> bool {
     IGNORED_AT_START.load(Ordering::SeqCst) & bit(signal) != 0
 }
 
+/// Would a write to a reader that is gone kill the program, as the caller set it up?
+/// Only if SIGPIPE is neither ignored nor blocked: blocked, it stays pending and the
+/// write fails with EPIPE. (xtlock never changes its mask: it is the caller's.)
+pub fn sigpipe_kills() -> bool {
+    // SAFETY: sigset_t is plain data; a null new set only reads the mask into `mask`.
+    let blocked = unsafe {
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut mask) == 0
+            && libc::sigismember(&mask, libc::SIGPIPE) == 1
+    };
+    !was_ignored(libc::SIGPIPE) && !blocked
+}
+
 /// Before exec: the dispositions the caller gave us, so the program gets them as bare.
 pub fn restore_for_exec() {
     if !was_ignored(libc::SIGPIPE) {

@@ -192,45 +192,90 @@ fn a_full_disk_on_stdout_is_an_error_of_ours() {
 /// program's exit 1 both ways. Real iptables-legacy in a private network namespace.
 #[test]
 fn the_programs_stderr_to_a_gone_reader_ends_the_call_as_bare() {
-    if !private_netns_with(&["iptables-legacy"]) {
+    if !private_netns_with(&["iptables-legacy", "python3"]) {
         return;
     }
     let sb = Sandbox::new();
     sb.link_shim("iptables-legacy");
-    let run = |program: &str, ignore_sigpipe: bool| {
-        let guarded = "[ \"$(ip -o link show | wc -l)\" -eq 1 ] || exit 99\n\
-                       mount -t tmpfs xtlock-test /run || exit 98\n\
-                       exec \"$@\"";
+    let run = |program: &str, sigpipe: Sigpipe| {
+        // dash empties the signal mask at start: a blocked SIGPIPE is set up after it.
+        let exec = match sigpipe {
+            Sigpipe::Blocked => BLOCK_SIGPIPE_AND_EXEC,
+            Sigpipe::Default | Sigpipe::Ignored => "exec \"$@\"",
+        };
+        let guarded = format!(
+            "[ \"$(ip -o link show | wc -l)\" -eq 1 ] || exit 99\n\
+             mount -t tmpfs xtlock-test /run || exit 98\n{exec}"
+        );
         let mut cmd = sb.command("unshare");
-        cmd.args(["-n", "-m", "sh", "-c", guarded, "sh", program])
+        cmd.args(["-n", "-m", "sh", "-c", &guarded, "sh", program])
             .args(["-w", "-X", "no-such-chain"])
             .stderr(pipe_without_reader());
-        if ignore_sigpipe {
-            // SAFETY: signal(2) only, in the child before exec.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-                    Ok(())
-                });
-            }
-        }
+        set_sigpipe(&mut cmd, sigpipe);
         let out = cmd.output().unwrap();
         (out.status.code(), out.status.signal())
     };
     let bare = which("iptables-legacy");
     let shim = sb.path("shim/iptables-legacy");
-    for ignore_sigpipe in [false, true] {
-        let want = run(&bare.display().to_string(), ignore_sigpipe);
-        let premise = if ignore_sigpipe {
-            (Some(1), None)
-        } else {
-            (None, Some(libc::SIGPIPE))
+    for sigpipe in [Sigpipe::Default, Sigpipe::Ignored, Sigpipe::Blocked] {
+        let want = run(&bare.display().to_string(), sigpipe);
+        let premise = match sigpipe {
+            Sigpipe::Default => (None, Some(libc::SIGPIPE)),
+            Sigpipe::Ignored | Sigpipe::Blocked => (Some(1), None),
         };
-        assert_eq!(want, premise, "bare, SIGPIPE ignored: {ignore_sigpipe}");
-        let got = run(&shim.display().to_string(), ignore_sigpipe);
+        assert_eq!(want, premise, "bare, SIGPIPE {sigpipe:?}");
+        let got = run(&shim.display().to_string(), sigpipe);
+        assert_eq!(got, want, "through xtlock, SIGPIPE {sigpipe:?}");
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Sigpipe {
+    Default,
+    Ignored,
+    Blocked,
+}
+
+/// Exec "$@" with SIGPIPE blocked and at its default (python ignores it at start).
+const BLOCK_SIGPIPE_AND_EXEC: &str = "exec python3 -c 'import os, signal, sys\n\
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n\
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGPIPE})\n\
+os.execvp(sys.argv[1], sys.argv[1:])' \"$@\"";
+
+/// A caller that ignores SIGPIPE: the program inherits it ignored (through sh too).
+fn set_sigpipe(cmd: &mut Command, sigpipe: Sigpipe) {
+    if let Sigpipe::Ignored = sigpipe {
+        // SAFETY: signal(2) only, in the child before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+    }
+}
+
+/// A script writing to the caller's stderr (inherited, not captured) with no reader
+/// dies by SIGPIPE; through `xtlock sh -c` the caller sees that death too, not 141.
+#[test]
+fn a_program_that_dies_by_sigpipe_ends_the_call_by_it() {
+    let sb = Sandbox::new();
+    for via_xtlock in [false, true] {
+        let mut cmd = match via_xtlock {
+            true => sb.xtlock(),
+            false => sb.command("sh"),
+        };
+        if via_xtlock {
+            cmd.arg("sh");
+        }
+        cmd.args(["-c", "echo x >&2; exit 3"])
+            .stderr(pipe_without_reader());
+        let out = cmd.output().unwrap();
         assert_eq!(
-            got, want,
-            "through xtlock, SIGPIPE ignored: {ignore_sigpipe}"
+            out.status.signal(),
+            Some(libc::SIGPIPE),
+            "through xtlock: {via_xtlock}: {:?}",
+            out.status
         );
     }
 }
