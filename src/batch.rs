@@ -143,10 +143,10 @@ impl Candidate {
 /// `xtables_lock`: O_CREAT, 0600, relative to the cwd; unset or empty: the default),
 /// which makes it as the command itself would have; only a regular file counts.
 fn xtables_lock_opens() -> bool {
-    let path = std::env::var_os("XTABLES_LOCKFILE")
-        .filter(|p| !p.is_empty())
-        .unwrap_or_else(|| XT_LOCK_NAME.into());
-    let Ok(path) = std::ffi::CString::new(path.into_encoded_bytes()) else {
+    let path = crate::classify::iptables_lock_path(
+        std::env::var_os(crate::classify::IPTABLES_LOCK_VAR).as_deref(),
+    );
+    let Ok(path) = std::ffi::CString::new(path.into_os_string().into_encoded_bytes()) else {
         return false;
     };
     // (std's OpenOptions will not create a file opened for reading only.) Not blocking:
@@ -162,9 +162,6 @@ fn xtables_lock_opens() -> bool {
     // Anything but a regular file (a FIFO, a device) runs alone, as the caller's own.
     file.metadata().is_ok_and(|m| m.is_file())
 }
-
-/// Debian's iptables is built with `--with-xt-lock-name=/run/xtables.lock`.
-const XT_LOCK_NAME: &str = "/run/xtables.lock";
 
 /// Who may be batched with whom: the holder runs everyone's command as itself, so one
 /// user with the same capabilities in the same user namespace; one network namespace

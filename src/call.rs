@@ -84,6 +84,21 @@ fn run_logged(call: &Call, config: &Config, events: &mut Vec<Event>) -> Result<E
         return Err(Failure::cannot_run(&path, &e));
     }
 
+    // Legacy iptables takes a lock of its own while it runs under ours: if that is our
+    // lock file, it would wait for us for ever.
+    if classify::takes_iptables_lock(&kind, backend()) {
+        let var = std::env::var_os(classify::IPTABLES_LOCK_VAR);
+        let theirs = classify::iptables_lock_path(var.as_deref());
+        if crate::lock::same_file(&theirs, &config.lock_file) {
+            return Err(Failure::Lock(format!(
+                "{}: its own lock file {} is xtlock's lock file, which it would wait for for ever; \
+                 unset XTABLES_LOCKFILE, or give xtlock another lock_file",
+                call.display_name(),
+                theirs.display()
+            )));
+        }
+    }
+
     // 3. The input, made ready before the lock (a slow writer is not lock wait): a full
     // restore's stdin read whole to be replayable; a program that reads its stdin to
     // the end from a pipe waits for its first input, and has it pumped while it waits

@@ -526,6 +526,26 @@ pub fn runs_in_our_place(
 
 /// The caller's `iptables -w N` bounds xtlock's wait too; `-w` alone or none: the
 /// configured timeout.
+/// The lock file legacy iptables takes before anything else (xshared.c 1.8.9,
+/// `xtables_lock`): `XTABLES_LOCKFILE` unless it is unset or empty, else the build's
+/// (Debian's iptables is built with `--with-xt-lock-name=/run/xtables.lock`). A
+/// relative path is relative to the caller's cwd, as iptables opens it.
+pub fn iptables_lock_path(var: Option<&OsStr>) -> std::path::PathBuf {
+    var.filter(|p| !p.is_empty())
+        .unwrap_or(OsStr::new(XT_LOCK_NAME))
+        .into()
+}
+
+const XT_LOCK_NAME: &str = "/run/xtables.lock";
+pub const IPTABLES_LOCK_VAR: &str = "XTABLES_LOCKFILE";
+
+/// Does the program take iptables' own lock while it runs under ours? Legacy commands,
+/// reads and restores do (a save does not); nft takes none.
+pub fn takes_iptables_lock(kind: &Kind, backend: Option<Backend>) -> bool {
+    backend == Some(Backend::Legacy)
+        && matches!(kind, Kind::Command(_) | Kind::Read | Kind::Restore(_))
+}
+
 pub fn lock_timeout(kind: &Kind, configured: Duration) -> Duration {
     match kind {
         Kind::Command(c) => match c.wait {
@@ -538,6 +558,21 @@ pub fn lock_timeout(kind: &Kind, configured: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn iptables_lock_path_as_xtables_lock_reads_it() {
+        use std::ffi::OsStr;
+        let cases: [(Option<&str>, &str); 4] = [
+            (None, "/run/xtables.lock"),
+            (Some(""), "/run/xtables.lock"),
+            (Some("/run/x.lock"), "/run/x.lock"),
+            (Some("rel.lock"), "rel.lock"),
+        ];
+        for (var, want) in cases {
+            let got = super::iptables_lock_path(var.map(OsStr::new));
+            assert_eq!(got, std::path::Path::new(want), "{var:?}");
+        }
+    }
+
     use super::*;
 
     fn args(line: &str) -> Vec<OsString> {

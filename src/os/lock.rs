@@ -233,6 +233,15 @@ impl LockFile {
     }
 }
 
+/// Are these two paths one file (device and inode, links followed)? One that does not
+/// exist yet is the other if its absolute path is the same (it will be made there).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
+}
+
 /// O_NOFOLLOW refuses a symlink; O_NONBLOCK keeps a FIFO planted at the path from
 /// hanging us. On a read-only file system, a file we may not write, or an immutable one
 /// (`chattr +i`: EPERM even for root) the file is opened read-only: flock works on any

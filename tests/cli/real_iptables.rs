@@ -272,3 +272,47 @@ fn a_bad_rule_in_an_over_long_line_is_not_taken_for_a_failed_commit() {
     assert_eq!(failed.len(), 1, "{log}");
     assert_eq!(field(&failed[0], "attempt"), "1/5", "{log}");
 }
+
+/// Legacy iptables takes its own lock (`XTABLES_LOCKFILE`, else /run/xtables.lock)
+/// while it runs under xtlock's: when that is xtlock's own lock file (the variable set
+/// to it, or xtlock's lock_file set to /run/xtables.lock), it would wait for xtlock for
+/// ever. Each call ends at once with exit 4 and one line naming both (before: a hang),
+/// alone and queued behind a holder; bare, the same calls succeed.
+#[test]
+fn iptables_own_lock_being_xtlocks_is_refused_not_a_deadlock() {
+    if !available("iptables-legacy") {
+        return;
+    }
+    let script = r#"
+        rule='-A INPUT -s 10.6.6.6 -j DROP'
+        XTABLES_LOCKFILE=$XTLOCK_LOCK_FILE timeout 20 iptables-legacy -w $rule; echo variable=$?
+        XTLOCK_LOCK_FILE=/run/xtables.lock timeout 20 iptables-legacy -w $rule; echo config=$?
+        flock "$XTLOCK_LOCK_FILE" sleep 1 &
+        sleep 0.2
+        XTABLES_LOCKFILE=$XTLOCK_LOCK_FILE timeout 20 iptables-legacy -w $rule & a=$!
+        XTABLES_LOCKFILE=$XTLOCK_LOCK_FILE timeout 20 iptables-legacy -w $rule; echo queued=$?
+        wait $a; echo queued_too=$?
+        wait
+        echo rules=$(PATH=/usr/sbin:/usr/bin:/sbin:/bin iptables-legacy-save | grep -c 10.6.6.6)
+        XTABLES_LOCKFILE=$XTLOCK_LOCK_FILE PATH=/usr/sbin:/usr/bin:/sbin:/bin timeout 20 iptables-legacy -w $rule; echo bare=$?
+    "#;
+    let (status, stdout, stderr) = in_namespace(script);
+    assert_eq!(status, 0, "{stdout}\n{stderr}");
+    for case in [
+        "variable=4",
+        "config=4",
+        "queued=4",
+        "queued_too=4",
+        "rules=0",
+        "bare=0",
+    ] {
+        assert!(
+            stdout.contains(&format!("{case}\n")),
+            "{case}: {stdout}\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.contains("its own lock file") && stderr.contains("is xtlock's lock file"),
+        "{stderr}"
+    );
+}
