@@ -44,9 +44,9 @@ pub fn run(call: &Call, config: &Config, logger: &Logger) -> Result<Exit, Failur
 }
 
 /// Bare, a program whose output meets a reader that is gone dies there by SIGPIPE,
-/// unless the caller ignores or blocks it (then its write fails and it goes on). xtlock passes
-/// the program's captured stderr (and a queued call's output) on itself, so the call
-/// ends as the program would have.
+/// unless the caller ignores or blocks it (then its write fails and it goes on).
+/// xtlock passes the program's captured stderr (and a queued call's output) on itself,
+/// so the call ends as the program would have.
 fn as_bare_after_a_gone_reader(exit: Exit) -> Exit {
     match exit {
         Exit::Status(_)
